@@ -1,0 +1,19 @@
+"""lenetalex: fused kernels for LeNet-5 and AlexNet, as PyTorch custom ops.
+
+Call the fused layers as you would torch.nn.functional:
+
+    import lenetalex
+    y = lenetalex.conv2d_activation(x, w, b, stride=1, padding=0, activation="scaled_tanh")
+
+lenetalex.reference holds the same functions in plain PyTorch.
+"""
+from ._loader import build_info, load_library
+
+_C = load_library()  # registers torch.ops.lenetalex.* before the Python side below
+
+from .ops import conv2d_activation  # noqa: E402
+from . import reference  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["build_info", "conv2d_activation", "reference"]

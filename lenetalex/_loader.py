@@ -1,0 +1,52 @@
+"""Loads the compiled library lenetalex._C, whose import registers the
+torch.ops.lenetalex.* schemas and kernels. A failed load says what the binary was
+built against and what is running, instead of a bare undefined-symbol error."""
+import sys
+
+import torch
+
+
+def load_library():
+    try:
+        from . import _C  # noqa: F401  (registers the ops)
+    except ImportError as exc:
+        raise ImportError(_explain_failure(exc)) from exc
+    return _C
+
+
+def _explain_failure(exc):
+    running = (
+        f"running: torch {torch.__version__} (CUDA {torch.version.cuda}), "
+        f"Python {sys.version.split()[0]}"
+    )
+    try:
+        from . import _build_config as cfg
+
+        built = (
+            f"built against: torch {cfg.TORCH_VERSION} (CUDA {cfg.TORCH_CUDA_VERSION}), "
+            f"Python {cfg.PYTHON_VERSION}, CUDA kernels {'on' if cfg.CUDA_COMPILED else 'off'}"
+        )
+    except ImportError:
+        built = "built against: unknown (no build record; the extension was probably never built)"
+    return (
+        f"lenetalex: could not load the compiled extension lenetalex._C ({exc}).\n"
+        f"  {built}\n  {running}\n"
+        "Rebuild it against the torch you run: pip install --no-build-isolation -e ."
+    )
+
+
+def build_info():
+    """What this installation of lenetalex was built with: a dict with `version`,
+    `torch`, `cuda_compiled` (bool), `cuda_arch_list` (list of str) and
+    `openmp` (bool)."""
+    from . import _C
+
+    flags = _C.compiled_flags()
+    archs = [a for a in flags["cuda_archs"].replace(",", ";").replace(" ", ";").split(";") if a]
+    return {
+        "version": flags["version"],
+        "torch": torch.__version__,
+        "cuda_compiled": bool(flags["cuda_compiled"]),
+        "cuda_arch_list": archs,
+        "openmp": bool(flags["openmp"]),
+    }

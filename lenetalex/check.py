@@ -1,0 +1,92 @@
+"""`lenetalex check`: every op against its reference on every available device
+and dtype, forward and backward, as a table of errors.
+
+Each op module in lenetalex.ops provides `check_cases(device, dtype)`, yielding
+(case name, fused callable, reference callable, inputs); this file runs them
+and compares. An op joins the check by being listed in OP_MODULES.
+"""
+import importlib
+
+import torch
+
+OP_MODULES = [
+    "lenetalex.ops.conv2d_activation",
+]
+
+# Error measured as max|fused - ref| / max(max|ref|, 1), per dtype.
+TOLERANCE = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 1e-2,
+    torch.bfloat16: 5e-2,
+}
+
+
+def devices_and_dtypes():
+    out = [("cpu", torch.float32), ("cpu", torch.float64)]
+    if torch.cuda.is_available():
+        out += [("cuda", d) for d in (torch.float32, torch.float16, torch.bfloat16)]
+    return out
+
+
+def max_error(fused, ref):
+    fused, ref = fused.double(), ref.double()
+    if ref.numel() == 0:
+        return 0.0 if fused.shape == ref.shape else float("inf")
+    if fused.shape != ref.shape:
+        return float("inf")
+    scale = max(ref.abs().max().item(), 1.0)
+    return (fused - ref).abs().max().item() / scale
+
+
+def _grads(fn, inputs, grad_out):
+    leaves = [t.detach().clone().requires_grad_(True) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+              for t in inputs]
+    out = fn(*leaves)
+    wrt = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+    grads = torch.autograd.grad(out, wrt, grad_out, allow_unused=True)
+    return out.detach(), [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, wrt)]
+
+
+def run_case(fused, ref, inputs):
+    """(forward error, backward error) of one case."""
+    with torch.no_grad():
+        ref_out = ref(*inputs)
+        fused_out = fused(*inputs)
+    fwd = max_error(fused_out, ref_out)
+    g = torch.randn_like(ref_out)
+    _, fg = _grads(fused, inputs, g)
+    _, rg = _grads(ref, inputs, g)
+    bwd = max((max_error(a, b) for a, b in zip(fg, rg)), default=0.0)
+    return fwd, bwd
+
+
+def run(verbose=True, op_filter=None):
+    """Runs every case; prints a table; returns the number of failures."""
+    rows, failures = [], 0
+    for modname in OP_MODULES:
+        mod = importlib.import_module(modname)
+        op = modname.rsplit(".", 1)[1]
+        if op_filter and op not in op_filter:
+            continue
+        for device, dtype in devices_and_dtypes():
+            tol = TOLERANCE[dtype] * getattr(mod, "CHECK_TOLERANCE_FACTOR", 1.0)
+            for name, fused, ref, inputs in mod.check_cases(device, dtype):
+                try:
+                    fwd, bwd = run_case(fused, ref, inputs)
+                    ok = fwd <= tol and bwd <= tol
+                    err = ""
+                except Exception as exc:  # a crash is a failure, reported, not fatal
+                    fwd = bwd = float("nan")
+                    ok, err = False, f"{type(exc).__name__}: {exc}".splitlines()[0][:80]
+                failures += not ok
+                rows.append((op, name, device, str(dtype).replace("torch.", ""), fwd, bwd, tol, ok, err))
+    if verbose:
+        header = f"{'op':<22} {'case':<28} {'device':<6} {'dtype':<9} {'fwd err':>9} {'bwd err':>9} {'tol':>8}  result"
+        print(header)
+        print("-" * len(header))
+        for op, name, device, dtype, fwd, bwd, tol, ok, err in rows:
+            print(f"{op:<22} {name:<28} {device:<6} {dtype:<9} {fwd:9.2e} {bwd:9.2e} {tol:8.0e}  "
+                  f"{'ok' if ok else 'FAIL ' + err}")
+        print(f"\n{len(rows) - failures}/{len(rows)} cases within tolerance")
+    return failures

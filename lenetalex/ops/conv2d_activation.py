@@ -1,0 +1,111 @@
+"""conv2d_activation: act(conv2d(input, weight, bias)) as one fused op.
+
+Schema and checks: csrc/ops/conv2d_activation.cpp; kernels:
+csrc/cpu/conv2d_activation_cpu.cpp and csrc/cuda/conv2d_activation_cuda.cu;
+reference: lenetalex.reference.conv2d_activation; tests:
+tests/test_conv_activation.py.
+"""
+import torch
+
+from ._common import check_activation, check_devices, empty_grad, pair
+
+_ops = torch.ops.lenetalex
+
+
+def conv2d_activation(
+    input, weight, bias=None, stride=1, padding=0, groups=1, activation="scaled_tanh"
+):
+    """``act(F.conv2d(input, weight, bias, stride, padding, groups=groups))`` in one op.
+
+    input (N, C, H, W); weight (out_channels, C / groups, kH, kW); bias
+    (out_channels,) or None; stride and padding an int or a pair. activation is
+    one of "scaled_tanh" (LeCun's 1.7159 tanh(2x/3)), "tanh", "relu", "identity".
+    """
+    check_activation(activation)
+    return _ops.conv2d_activation(
+        input, weight, bias, pair(stride, "stride"), pair(padding, "padding"), groups, activation
+    )
+
+
+def _out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+@torch.library.register_fake("lenetalex::conv2d_activation")
+def _fake(input, weight, bias, stride, padding, groups, activation):
+    check_devices("conv2d_activation", input, weight=weight, bias=bias)
+    torch._check(input.dim() == 4, lambda: "conv2d_activation: expected input to be 4-D")
+    torch._check(weight.dim() == 4, lambda: "conv2d_activation: expected weight to be 4-D")
+    n, _, h, w = input.shape
+    oh = _out_size(h, weight.shape[2], stride[0], padding[0])
+    ow = _out_size(w, weight.shape[3], stride[1], padding[1])
+    return input.new_empty((n, weight.shape[0], oh, ow))
+
+
+@torch.library.register_fake("lenetalex::conv2d_activation_backward")
+def _fake_backward(
+    grad_output, output, input, weight, stride, padding, groups, activation, output_mask
+):
+    gx = input.new_empty(input.shape) if output_mask[0] else empty_grad(input)
+    gw = weight.new_empty(weight.shape) if output_mask[1] else empty_grad(weight)
+    gb = input.new_empty((weight.shape[0],)) if output_mask[2] else empty_grad(input)
+    return gx, gw, gb
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding, groups, activation = inputs
+    ctx.conf = (stride, padding, groups, activation)
+    ctx.has_bias = bias is not None
+    # input is needed for grad_weight, weight for grad_input; output for all
+    # (the activation's derivative is taken from it).
+    ctx.save_for_backward(input, weight, output)
+
+
+def _backward(ctx, grad):
+    input, weight, output = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = [need[0], need[1], ctx.has_bias and need[2]]
+    gx, gw, gb = _ops.conv2d_activation_backward(grad, output, input, weight, *ctx.conf, mask)
+    return (
+        gx if mask[0] else None,
+        gw if mask[1] else None,
+        gb if mask[2] else None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "lenetalex::conv2d_activation", _backward, setup_context=_setup_context
+)
+
+
+# Shapes for `lenetalex check`: LeNet-5's and AlexNet's layers (small batch),
+# plus odd shapes, strides, groups and activations.
+CHECK_TOLERANCE_FACTOR = 1.0  # normalized error; the check's per-dtype tolerance is already conv-sized
+
+
+def check_cases(device, dtype):
+    from .. import reference
+
+    g = torch.Generator().manual_seed(0)
+
+    def t(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+    cases = [
+        ("lenet_c1 scaled_tanh", (2, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, "scaled_tanh"),
+        ("lenet_c3 scaled_tanh", (2, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, "scaled_tanh"),
+        ("lenet_c5 scaled_tanh", (2, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1, "scaled_tanh"),
+        ("alexnet_conv1 relu", (1, 3, 67, 67), (96, 3, 11, 11), 4, 0, 1, "relu"),
+        ("alexnet_conv2 relu g2", (1, 96, 13, 13), (256, 48, 5, 5), 1, 2, 2, "relu"),
+        ("odd s2 p1 g3 tanh", (3, 6, 11, 9), (9, 2, 3, 3), 2, 1, 3, "tanh"),
+        ("1x1 identity", (2, 5, 7, 7), (4, 5, 1, 1), 1, 0, 1, "identity"),
+    ]
+    for name, xs, ws, stride, padding, groups, act in cases:
+        x, w, b = t(*xs), t(*ws) / (ws[1] * ws[2] * ws[3]) ** 0.5, t(ws[0])
+        fused = lambda x, w, b, s=stride, p=padding, gr=groups, a=act: conv2d_activation(x, w, b, s, p, gr, a)
+        ref = lambda x, w, b, s=stride, p=padding, gr=groups, a=act: reference.conv2d_activation(x, w, b, s, p, gr, a)
+        yield name, fused, ref, (x, w, b)

@@ -1,0 +1,139 @@
+"""Build lenetalex._C: CPU kernels always, CUDA kernels when a CUDA toolchain and
+a CUDA build of torch are both present.
+
+Overrides (environment):
+  LENETALEX_CUDA=1    force the CUDA build (fails loudly without nvcc / CUDA torch)
+  LENETALEX_CUDA=0    force a CPU-only build
+  TORCH_CUDA_ARCH_LIST  architectures to compile for (default "8.0;9.0")
+  LENETALEX_NATIVE=0  don't compile the CPU code with -march=native
+  MAX_JOBS            parallel compile jobs (torch's own variable)
+
+Compiling CUDA needs nvcc, not a GPU.
+"""
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Sources and build folders are relative to this file, whatever the caller's cwd.
+os.chdir(HERE)
+DEFAULT_ARCHS = "8.0;9.0"
+
+
+def _say(msg):
+    print(f"[lenetalex build] {msg}", file=sys.stderr, flush=True)
+
+
+def _locate_cuda_home():
+    """torch guesses CUDA_HOME from the nvcc on PATH; follow symlinks so an nvcc
+    linked into /usr/local/bin still resolves to the real toolkit."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    nvcc = shutil.which("nvcc")
+    candidates = []
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if os.path.exists(os.path.join(home, "bin", "nvcc")) and os.path.isdir(
+            os.path.join(home, "include")
+        ):
+            os.environ["CUDA_HOME"] = home
+            return
+
+
+_locate_cuda_home()
+
+import torch  # noqa: E402
+from torch.utils import cpp_extension  # noqa: E402
+
+
+def _want_cuda():
+    flag = os.environ.get("LENETALEX_CUDA", "").strip().lower()
+    have_nvcc = cpp_extension.CUDA_HOME is not None and os.path.exists(
+        os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc")
+    )
+    cuda_torch = torch.version.cuda is not None
+    if flag in ("0", "false", "off", "no"):
+        return False, "LENETALEX_CUDA=0"
+    if flag in ("1", "true", "on", "yes"):
+        if not have_nvcc:
+            raise RuntimeError(
+                "LENETALEX_CUDA=1 but no nvcc was found: set CUDA_HOME to the CUDA toolkit"
+            )
+        if not cuda_torch:
+            raise RuntimeError(
+                f"LENETALEX_CUDA=1 but the installed torch {torch.__version__} is a CPU-only build"
+            )
+        return True, "LENETALEX_CUDA=1"
+    if not cuda_torch:
+        return False, f"torch {torch.__version__} is a CPU-only build"
+    if not have_nvcc:
+        return False, "no nvcc found (set CUDA_HOME to build the CUDA kernels)"
+    return True, f"nvcc at {cpp_extension.CUDA_HOME}, torch built with CUDA {torch.version.cuda}"
+
+
+def _extension():
+    use_cuda, why = _want_cuda()
+    sources = sorted(glob.glob(os.path.join(HERE, "csrc", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(HERE, "csrc", "ops", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
+    sources = [os.path.relpath(s, HERE) for s in sources]
+
+    cxx = ["-O3", "-fopenmp", "-DLENETALEX_OPENMP=1"]
+    if os.environ.get("LENETALEX_NATIVE", "1") != "0":
+        cxx.append("-march=native")
+    define_macros = [("LENETALEX_VERSION", '"0.1.0"')]
+    kwargs = dict(
+        name="lenetalex._C",
+        include_dirs=[os.path.join(HERE, "csrc")],
+        extra_link_args=["-fopenmp"],
+    )
+    if use_cuda:
+        archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_ARCHS
+        os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+        cu = sorted(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")))
+        sources += [os.path.relpath(s, HERE) for s in cu]
+        define_macros += [
+            ("LENETALEX_WITH_CUDA", "1"),
+            ("LENETALEX_CUDA_ARCHS", '"' + archs.replace('"', "") + '"'),
+        ]
+        nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+        _say(f"building CUDA + CPU kernels ({why}); architectures: {archs}")
+        ext = cpp_extension.CUDAExtension(
+            sources=sources,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            **kwargs,
+        )
+    else:
+        _say(f"building CPU-only kernels ({why})")
+        ext = cpp_extension.CppExtension(
+            sources=sources,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx},
+            **kwargs,
+        )
+    _say(f"torch {torch.__version__}, {len(sources)} source files")
+    _write_build_config(use_cuda)
+    return ext
+
+
+def _write_build_config(use_cuda):
+    """Record what the binary is built against, so that a failed load of _C can
+    say so (the binary itself can't be asked then)."""
+    with open(os.path.join(HERE, "lenetalex", "_build_config.py"), "w") as f:
+        f.write("# Written by setup.py at build time; do not edit.\n")
+        f.write(f"TORCH_VERSION = {torch.__version__!r}\n")
+        f.write(f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n")
+        f.write(f"CUDA_COMPILED = {use_cuda!r}\n")
+        f.write(f"PYTHON_VERSION = {sys.version.split()[0]!r}\n")
+
+
+setup(
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)
