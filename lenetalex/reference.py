@@ -56,7 +56,10 @@ def rbf_distance_broadcast(input, prototypes):
     return (input[:, None, :] - prototypes[None, :, :]).pow(2).sum(-1)
 
 
-DEFAULT_MAP_J = 1.0  # the paper says only "positive": see lenetalex.lenet_map_loss
+# The paper says only that j is positive. 84 is the distance from LeNet-5's
+# undecided F6 output (x = 0) to each of its 84-wide +-1 prototypes: classes
+# farther than that are left alone, closer ones compete. See lenetalex.lenet_map_loss.
+DEFAULT_MAP_J = 84.0
 
 
 def lenet_map_loss(distances, target, j=DEFAULT_MAP_J, reduction="mean"):
