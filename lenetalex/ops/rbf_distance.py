@@ -75,7 +75,8 @@ def lenet_map_loss(distances, target, j=DEFAULT_MAP_J, reduction="mean"):
     pulls the correct class's distance down (the MLE criterion), the second
     pushes the other classes' distances up, and ``exp(-j)`` is a "rubbish"
     class that stops classes already farther than about j from being pushed
-    further. The loss is always positive.
+    further. The loss is always positive (y[target] is at least the smallest
+    term, and the log of a sum holding exp(-that) exceeds minus it).
 
     distances (N, K) floating point, e.g. from :func:`rbf_distance`; target
     (N,) int64 class indices in [0, K); j > 0; reduction "mean", "sum" or
@@ -93,17 +94,27 @@ def lenet_map_loss(distances, target, j=DEFAULT_MAP_J, reduction="mean"):
     larger one makes it plain cross-entropy on -y. For prototypes of another
     width D, j = D keeps the same meaning.
 
-    Computed stably as a logsumexp shifted by its maximum; plain PyTorch, so
-    autograd and torch.compile handle it.
+    Computed stably, and accurately where the loss is tiny (the correct class
+    clearly nearest): with y* the nearest of the K + 1 terms (the classes and
+    the rubbish class at j), the per-sample loss is
+    ``(y[target] - y*) + log1p(sum of exp(y* - y_i) over the other terms)``,
+    two non-negative parts, so it is >= 0 in floating point too, and > 0 unless
+    every other term underflows. Plain PyTorch: autograd and torch.compile
+    handle it.
     """
     _check_map_args(distances, target, j, reduction)
     j = float(j)
-    neg = -distances
-    # logsumexp over {-j, -y_1, ..., -y_K}, shifted by its maximum m (a
-    # constant for autograd: the result does not depend on it).
-    m = neg.amax(dim=1).clamp(min=-j).detach()
-    total = torch.exp(-j - m) + torch.exp(neg - m[:, None]).sum(dim=1)
-    per_sample = distances.gather(1, target[:, None]).squeeze(1) + m + torch.log(total)
+    k = distances.shape[1]
+    nearest = distances.argmin(dim=1)
+    y_star = distances.gather(1, nearest[:, None]).squeeze(1)
+    # Is a class at least as near as the rubbish class? Then it is the term
+    # factored out (and the one its gradient flows through), else the rubbish.
+    wins = y_star <= j
+    m = torch.where(wins, -y_star, -j)  # -min(j, min_i y_i)
+    terms = torch.exp(-distances - m[:, None])
+    factored = (torch.arange(k, device=distances.device)[None, :] == nearest[:, None]) & wins[:, None]
+    rest = terms.masked_fill(factored, 0).sum(dim=1) + torch.where(wins, torch.exp(-j - m), 0.0)
+    per_sample = (distances.gather(1, target[:, None]).squeeze(1) + m) + torch.log1p(rest)
     if reduction == "mean":
         return per_sample.mean()
     if reduction == "sum":
