@@ -57,8 +57,9 @@ def rbf_distance_broadcast(input, prototypes):
 
 
 # The paper says only that j is positive. 84 is the distance from LeNet-5's
-# undecided F6 output (x = 0) to each of its 84-wide +-1 prototypes: classes
-# farther than that are left alone, closer ones compete. See lenetalex.lenet_map_loss.
+# undecided F6 output (x = 0) to each of its 84-wide +-1 prototypes, about where
+# all distances start: the rubbish class competes while an input is far from
+# every prototype. Why, and the alternatives: lenetalex.lenet_map_loss.
 DEFAULT_MAP_J = 84.0
 
 

@@ -69,7 +69,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def lenet_map_loss(distances, target, j=DEFAULT_MAP_J, reduction="mean"):
-    """LeCun et al. 1998's MAP criterion on RBF distances (eq. 9 of the paper).
+    """LeCun et al. 1998's MAP criterion on RBF distances.
 
     Per sample ``y[target] + log(exp(-j) + sum_i exp(-y_i))``: the first term
     pulls the correct class's distance down (the MLE criterion), the second
@@ -83,16 +83,17 @@ def lenet_map_loss(distances, target, j=DEFAULT_MAP_J, reduction="mean"):
     "none".
 
     j defaults to 84 (``lenetalex.reference.DEFAULT_MAP_J``; the paper says only
-    that j is positive). With LeNet-5's 84 fixed +-1 prototypes, 84 is the
-    distance from the undecided F6 output x = 0 to every prototype: a class
-    farther than that is "already very large" and left alone, while classes
-    closer than the undecided point compete (softmax-like on -y). Early in
-    training, when every distance exceeds 84 (F6 outputs lie in +-1.7159, so
-    distances start near 100), the loss acts as the MLE criterion and pulls
-    the correct class in. A much smaller j (say 1) makes it MLE throughout,
-    since distances stay well above 1 for all but the correct class; a much
-    larger one makes it plain cross-entropy on -y. For prototypes of another
-    width D, j = D keeps the same meaning.
+    that j is positive). With LeNet-5's 84-wide fixed +-1 prototypes, 84 is the
+    distance from the undecided F6 output x = 0 to every prototype, and about
+    where all distances start (84 + |x|^2 - 2 x.w_i, with F6's outputs small at
+    initialization). So the rubbish class competes with the classes exactly
+    while an input is still far from every prototype (early training, garbage
+    inputs): there it damps the push on classes that are already far. Once the
+    correct distance falls well below 84, the loss is a softmax cross-entropy
+    on -y. Far smaller j (say 1) reduces it to the MLE criterion for every
+    input not already within a few units of a prototype (no push on wrong
+    classes at all); far larger j, to plain cross-entropy. For prototypes of
+    another width D (+-1 entries), j = D keeps this meaning.
 
     Computed stably, and accurately where the loss is tiny (the correct class
     clearly nearest): with y* the nearest of the K + 1 terms (the classes and
