@@ -32,6 +32,9 @@
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "ops/rbf_distance.h"
 
@@ -95,6 +98,21 @@ template <typename T> inline void store_first(T* p, Vec<T> v, int m) { std::memc
 #endif
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A large output (262 MB at N = 65536, K = 1000) is a fresh, untouched mapping:
+// asking for transparent huge pages before the first write makes filling it
+// take 2 MB page faults instead of 4 KB ones, which otherwise cost about a
+// third of the forward. Only a hint: a no-op where THP is off or the memory
+// was already touched.
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), bytes = t.nbytes();
+  if (bytes < 16 * kHuge) return;
+  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1), hi = (begin + bytes) & ~(kHuge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#endif
+}
 
 // ---- forward ---------------------------------------------------------------
 constexpr int kFwdRows = 8;    // input rows per micro-kernel
@@ -288,6 +306,7 @@ at::Tensor rbf_distance_cpu(const at::Tensor& input, const at::Tensor& prototype
   at::Tensor y = at::empty({s.n, s.k}, input.options());
   if (y.numel() == 0) return y;
   if (s.d == 0) return y.zero_();
+  advise_huge_pages(y);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "rbf_distance_cpu", [&] {
     constexpr int L = kLanes<scalar_t>;
     at::Tensor panels = at::empty({ceil_div(s.k, L) * s.d * L}, input.options());
@@ -314,6 +333,8 @@ std::tuple<at::Tensor, at::Tensor> rbf_distance_backward_cpu(const at::Tensor& g
   if (!want_x && !want_w) return {gx, gw};
   const at::Tensor x = unit_stride_rows(input), w = unit_stride_rows(prototypes);
   const at::Tensor g = grad_output.contiguous();
+  if (want_x) advise_huge_pages(gx);
+  if (want_w) advise_huge_pages(gw);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "rbf_distance_backward_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* wp = w.const_data_ptr<scalar_t>();
