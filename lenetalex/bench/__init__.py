@@ -152,6 +152,11 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
             runnable.append(dev)
     total = sum(len(_plan(d["device"], ops, batch)) * 2 for d in runnable)
     bar = _Progress(total, progress)
+    # float32 means float32 on both sides: no TF32 in the reference's cuDNN
+    # convolutions or matmuls (the fused kernels don't use it either).
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    rep["settings"]["cuda_tf32"] = False
     try:
         for dev in runnable:
             device = torch.device(dev["device"])
@@ -174,6 +179,7 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
             dev["targets"] = _report.targets(dev["results"], compile)
     finally:
         bar.close()
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     return rep
 
 

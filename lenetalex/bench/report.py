@@ -226,7 +226,7 @@ def limits_line(dev):
     s = (f"limits measured in this run: copy {fmt_rate(lim['copy_bytes_per_s'], 'B/s')} "
          f"({lim['copy_size_bytes'] >> 20} MiB device to device), "
          f"matmul {dev['dtype']} {fmt_rate(lim['matmul_flops_per_s'], 'FLOP/s')} "
-         f"({lim['matmul_size']}^3)")
+         f"({lim['matmul_size']}^3{', TF32 off' if not cpu and dev['dtype'] == 'float32' else ''})")
     sheet = lim.get("datasheet")
     if sheet:
         s += (f"\ndatasheet {sheet['device']}: {fmt_rate(sheet['bandwidth_bytes_per_s'], 'B/s')}"
