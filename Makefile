@@ -37,7 +37,7 @@ $(VENV)/.deps:
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	$(PY) setup.py build_ext --inplace
 	[ -e $(VENV)/bin/lenetalex ] || LENETALEX_NO_EXTENSION=1 $(PY) -m pip install -q \
-	  --no-build-isolation --no-deps -e . --config-settings editable_mode=compat
+	  --no-build-isolation --no-deps -e .
 	touch $@
 
 build: $(VENV)/.built
