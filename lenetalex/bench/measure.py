@@ -317,7 +317,7 @@ def run_model_case(case, device, dtype, opts):
             res["compile_time_s"] = first["compiled"]
         if notes:
             res["status"] = "not available"
-            res["note"] = "; ".join(notes.values())
+            res["note"] = "; ".join(dict.fromkeys(notes.values()))  # once each
         if errors:
             res["status"] = "error"
             res["note"] = "; ".join(f"{k}: {v}" for k, v in errors.items())

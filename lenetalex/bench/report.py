@@ -244,7 +244,7 @@ def render(report, markdown=False):
     st = report["settings"]
     out = [h(1, "lenetalex bench") if markdown else "lenetalex bench",
            f"lenetalex {env['lenetalex']} (commit {env['git_commit']}{' dirty' if env.get('git_dirty') else ''}), "
-           f"torch {env['torch']} (CUDA {env['cuda']}), {env['threads']} threads; "
+           f"torch {env['torch']} (CUDA {env['cuda']}), threads {env['threads']}; "
            f"{'quick, ' if st['quick'] else ''}min_run_time {st['min_run_time']} s x {st['rounds']} round(s)"
            f"{', --compile' if compiled else ''}"]
     for dev in report["devices"]:
