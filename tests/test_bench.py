@@ -197,6 +197,9 @@ def test_datasheet_names():
 def test_bad_ops_argument_is_a_usage_error():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--ops", "conv,nope"])
+    for bad in (["--batch", "0"], ["--rounds", "0"], ["--min-run-time", "-1"], ["--dtype", "int8"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", *bad])
     args = build_parser().parse_args(["bench", "--ops", "conv,local_response_norm"])
     assert args.ops == ["conv2d_activation", "local_response_norm"]
 

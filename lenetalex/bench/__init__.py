@@ -187,6 +187,15 @@ def crashed(rep):
     return any(r["status"] == "error" for d in rep["devices"] for r in d["results"])
 
 
+def _positive(kind):
+    def parse(text):
+        v = kind(text)
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return v
+    return parse
+
+
 def _ops_arg(text):
     names = [t.strip() for t in text.split(",") if t.strip()]
     full = {v: v for v in GROUPS.values()}
@@ -245,12 +254,12 @@ def add_parser(subparsers):
                    help="float32 (default); float16 and bfloat16 run on CUDA only")
     p.add_argument("--ops", type=_ops_arg, default=list(GROUPS.values()),
                    help=f"comma-separated: {','.join(GROUPS)} (default all)")
-    p.add_argument("--batch", type=int, help="override every batch size (N of rbf_distance too)")
+    p.add_argument("--batch", type=_positive(int), help="override every batch size (N of rbf_distance too)")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile of the references (compile time reported apart)")
     p.add_argument("--quick", action="store_true", help="one short round per case, same shapes")
-    p.add_argument("--min-run-time", type=float, help="seconds per timing (default 0.05 quick, 0.4 full)")
-    p.add_argument("--rounds", type=int, help="timing rounds per case (default 1 quick, 3 full)")
+    p.add_argument("--min-run-time", type=_positive(float), help="seconds per timing (default 0.05 quick, 0.4 full)")
+    p.add_argument("--rounds", type=_positive(int), help="timing rounds per case (default 1 quick, 3 full)")
     p.add_argument("--json", metavar="PATH", help="write every figure and the environment as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")

@@ -63,10 +63,7 @@ class OpCase:
     kwargs: dict = field(default_factory=dict)
     flops_fwd: float = 0.0  # 0 for memory-bound ops
     flops_bwd: float = 0.0  # the backward alone
-
-    @property
-    def bound(self):
-        return "compute" if self.flops_fwd else "memory"
+    bound: str = "memory"  # "compute": report FLOP/s against the matmul peak; "memory": bytes/s against the copy
 
     def make_inputs(self, device, dtype):
         gen = torch.Generator().manual_seed(0)
@@ -109,7 +106,8 @@ def conv_case(name, x, w, stride=1, padding=0, groups=1, activation="relu"):
         "conv2d_activation", name, f"{_fmt(x)}x{_fmt(w)}{extra} {activation}",
         [Tensor("input", x), Tensor("weight", w, "fan_in"), Tensor("bias", (o,))],
         (n, o, oh, ow), dict(stride=stride, padding=padding, groups=groups, activation=activation),
-        flops_fwd=flops, flops_bwd=2 * flops)  # grad_input and grad_weight: one conv's work each
+        flops_fwd=flops, flops_bwd=2 * flops,  # grad_input and grad_weight: one conv's work each
+        bound="compute")
 
 
 def subsample_case(name, x, activation="scaled_tanh"):
@@ -131,7 +129,8 @@ def rbf_case(name, n, k, d):
     return OpCase(
         "rbf_distance", name, f"({n},{d}) vs ({k},{d})",
         [Tensor("input", (n, d)), Tensor("prototypes", (k, d), "sign", grad=False)],
-        (n, k), flops_fwd=flops, flops_bwd=flops)  # grad_input: one (N,K)x(K,D) product
+        (n, k), flops_fwd=flops, flops_bwd=flops,  # grad_input: one (N,K)x(K,D) product
+        bound="compute")
 
 
 def op_cases(op, device_type, batch=None):
