@@ -238,3 +238,10 @@ def test_cli_writes_json_markdown_and_says_about_plot(tmp_path):
         assert png.exists() or "no speedups measured" in proc.stdout
     except ImportError:
         assert "needs matplotlib" in proc.stderr and not png.exists()
+
+
+def test_a_dtype_the_device_does_not_run_is_reported_as_not_run():
+    rep = bench.run(device="cpu", dtype="bfloat16", progress=False, quick=True)
+    dev = _device(rep)
+    assert "bfloat16" in dev["skipped"] and dev["results"] == []
+    assert "not run" in report.render(rep)
