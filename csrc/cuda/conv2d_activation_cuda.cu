@@ -99,11 +99,17 @@ void check_cuda_dtype(const at::Tensor& input) {
                    kOp, ": on CUDA input must be float32, float16, bfloat16 or float64, got ", t);
 }
 
-// The kernels decompose filter indices in int; everything spanning the batch is int64.
+// The kernels divide indices within one filter or one image plane in int;
+// everything spanning the batch is int64.
 void check_cuda_limits(const Conv2dShape& s) {
   TORCH_CHECK_VALUE(s.cg * s.kh * s.kw <= kInt32Max && s.ocg * s.kh * s.kw <= kInt32Max, kOp,
                     ": filter too large for the CUDA kernels (in_channels/groups * kH * kW = ",
                     s.cg * s.kh * s.kw, ")");
+  TORCH_CHECK_VALUE(s.h * s.w <= kInt32Max && s.oh * s.ow <= kInt32Max &&
+                        s.h + s.ph <= kInt32Max && s.w + s.pw <= kInt32Max &&
+                        s.sh <= kInt32Max && s.sw <= kInt32Max,
+                    kOp, ": image plane too large for the CUDA kernels (input ", s.h, " x ", s.w,
+                    ", padding ", s.ph, ", ", s.pw, ", stride ", s.sh, ", ", s.sw, ")");
   TORCH_CHECK_VALUE(s.groups <= kGridYZMax, kOp, ": at most ", kGridYZMax,
                     " groups are supported on CUDA, got ", s.groups);
 }

@@ -20,8 +20,8 @@
 // in acc_t as each element is loaded (the backward's fused prologue).
 //
 // Index math: anything that spans the batch (m, the reduction index, addresses)
-// is int64_t; decompositions inside one filter (k -> channel, kh, kw) are int,
-// which the host checks fit (check_cuda_limits).
+// is int64_t; divisions inside one filter (k -> channel, kh, kw) or one image
+// plane are done in int, which the host checks fit (check_cuda_limits).
 #pragma once
 
 #include <cstdint>
@@ -121,7 +121,8 @@ struct GradInputProblem {
     const int khi = tap / kw, kwi = tap - khi * kw;
     const int64_t th = r.th - khi, tw = r.tw - kwi;
     if (th < 0 || tw < 0) return acc_t(0);
-    const int64_t oh = th / s.sh, ow = tw / s.sw;
+    // 0 <= th < H + ph and 0 <= tw < W + pw fit int (check_cuda_limits): 32-bit division.
+    const int64_t oh = int(th) / int(s.sh), ow = int(tw) / int(s.sw);
     if (oh * s.sh != th || ow * s.sw != tw || oh >= s.oh || ow >= s.ow) return acc_t(0);
     return pre_activation_grad<acc_t>(r.gy, r.y, j * P + oh * s.ow + ow, act);
   }
@@ -174,7 +175,7 @@ struct GradWeightProblem {
   // k here is the reduction index over (n, oh, ow).
   __device__ acc_t load_a(const ARow& r, int64_t k) const {
     const int64_t n = k / P, pix = k - n * P;
-    const int64_t oh = pix / s.ow, ow = pix - oh * s.ow;
+    const int64_t oh = int(pix) / int(s.ow), ow = pix - oh * s.ow;  // pix < P fits int
     const int64_t ih = oh * s.sh + r.dh, iw = ow * s.sw + r.dw;
     if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return acc_t(0);
     return static_cast<acc_t>(r.plane[n * s.c * HW + ih * s.w + iw]);
