@@ -282,12 +282,16 @@ def write_plot(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    panels, missing = [], []
     for op in GROUPS.values():
-        bars = [(f"{d['device']} {r['case']} {r['direction']}", r["speedup"])
-                for d in report["devices"] for r in d.get("results", []) if r["op"] == op and r.get("speedup")]
+        rows = [(d, r) for d in report["devices"] for r in d.get("results", []) if r["op"] == op]
+        bars = [(f"{d['device']} {r['case']} {r['direction']}", r["speedup"]) for d, r in rows if r.get("speedup")]
         if bars:
             panels.append((op, bars))
+        elif rows:
+            missing.append(op)
     if not panels:
         return False
     fig, axes = plt.subplots(len(panels), 1, squeeze=False,
@@ -299,8 +303,13 @@ def write_plot(report, path):
         ax.invert_yaxis()
         ax.axvline(1.0, color="black", lw=0.8)
         ax.set_xscale("log")
-        ax.set_title(f"{op}: speedup of fused over reference", fontsize=9)
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(FixedLocator([m * 10.0 ** e for e in range(-3, 3) for m in (1, 2, 5)]))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.set_title(f"{op}: speedup of fused over reference (reference time / fused time)", fontsize=9)
+    if missing:
+        fig.text(0.01, 0.005, "not measured (not available): " + ", ".join(missing), fontsize=7)
+    fig.tight_layout(rect=(0, 0.02 if missing else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
