@@ -38,7 +38,7 @@ namespace lenetalex {
 namespace {
 
 constexpr int kThreads = 256;           // threads per block, a multiple of 32
-constexpr int64_t kRunElements = 2048;  // forward: output elements per block run
+constexpr int64_t kRunElements = 1024;  // forward: output elements per block run (4 a thread)
 constexpr int64_t kBackwardBlocks = 2048;  // backward: target blocks over all channels
 constexpr int64_t kMaxGridX = 65535;       // forward grid cap (the kernel grid-strides)
 constexpr int64_t kMaxGridY = 65535;       // CUDA's limit on gridDim.y
@@ -291,7 +291,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cuda(
   const dim3 block(threads_for((s.n + blocks - 1) / blocks * plane));
 
   const at::Tensor gy = grad_output.contiguous(), y = output.contiguous(), w = weight.contiguous();
-  // The input is read only for grad weight's window sums.
+  // The input is read only for grad weight.
   const at::Tensor x = output_mask[1] ? input.contiguous() : at::Tensor();
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
