@@ -11,6 +11,7 @@ import torch
 
 OP_MODULES = [
     "lenetalex.ops.conv2d_activation",
+    "lenetalex.ops.avg_subsample",
     "lenetalex.ops.rbf_distance",
 ]
 
