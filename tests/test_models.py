@@ -215,20 +215,22 @@ def test_lenet_compile_fullgraph():
         assert_close(g[n], p.grad, torch.float32, 10)
 
 
-def test_lenet_training_lowers_map_loss():
+# j=1: the MLE term dominates and the loss falls fast; j=84: cross-entropy-like, slower.
+@pytest.mark.parametrize("j,factor", [(1.0, 0.7), (84.0, 0.97)])
+def test_lenet_training_lowers_map_loss(j, factor):
     torch.manual_seed(0)
     m = LeNet5(impl="fused")
-    x = torch.randn(64, 1, 32, 32)
-    y = torch.randint(0, 10, (64,))
+    x = torch.randn(32, 1, 32, 32)
+    y = torch.arange(32) % 10
     opt = torch.optim.SGD(m.parameters(), lr=2e-3, momentum=0.9)
     losses = []
-    for _ in range(15):
+    for _ in range(12):
         opt.zero_grad()
-        loss = lenetalex.lenet_map_loss(m(x), y)
+        loss = lenetalex.lenet_map_loss(m(x), y, j=j)
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert losses[-1] < factor * losses[0], losses
     assert torch.all(m.c3.weight.detach()[~C3_TABLE] == 0)
 
 
