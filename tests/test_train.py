@@ -35,7 +35,7 @@ def _tiny_lenet_args(root, *extra):
 def test_lenet5_one_short_epoch_on_fashion_mnist(tmp_path):
     # The default implementation (fused) and the default schedule, on 6,000 images.
     model, history = _run(["lenet5", "--limit", "6000", "--test-limit", "2000", "--epochs", "1",
-                           "--no-progress", "--json", str(tmp_path / "m.json")])
+                           "--threads", "1", "--no-progress", "--json", str(tmp_path / "m.json")])
     (h,) = history
     assert h["test_accuracy"] > 0.45, h  # chance is 0.1
     assert h["train_loss"] < 40 and h["images_per_second"] > 0
@@ -82,16 +82,27 @@ def test_paper_schedule():
     assert train.lr_for_epoch(alex, 3, hist) == pytest.approx(0.001)
 
 
-def test_alexnet_smoke(tmp_path):
+def test_alexnet_smoke(tmp_path, capsys):
     write_mnist(tmp_path / "data", n_train=4, n_test=2)
     out = tmp_path / "a.json"
     code = train.main(["alexnet", "--data", str(tmp_path / "data"), "--impl", "reference", "--epochs", "1",
-                       "--threads", "1",
-                       "--batch-size", "2", "--eval-batch-size", "2", "--no-progress", "--json", str(out)])
+                       "--threads", "1", "--batch-size", "2", "--eval-batch-size", "2", "--json", str(out)])
     assert code == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/1: lr 0.01" in captured.out and "img/s" in captured.out
+    assert "epoch 1/1" in captured.err and "2/2" in captured.err  # the progress bar (tqdm)
     (h,) = json.loads(out.read_text())["epochs"]
     assert h["train_loss"] == pytest.approx(h["train_loss"]) and 0 <= h["test_accuracy"] <= 1
     assert h["lr"] == 0.01
+
+
+def test_plain_progress_without_tqdm(capsys):
+    bar = train._PlainProgress(20, "epoch 1/1")
+    bar.set_postfix(loss="0.5")
+    for _ in range(20):
+        bar.update()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 10 and lines[-1] == "epoch 1/1: 20/20 loss=0.5"
 
 
 def test_cli_errors(tmp_path, capsys):
