@@ -4,17 +4,18 @@
     torchrun --nproc_per_node=2 -m lenetalex train lenet5 ...   # DDP
 
 LeNet-5 follows the paper: 32x32 input with background -0.1 and foreground
-1.175, the RBF output with fixed prototypes, the MAP loss (j = 1 by default:
-see LENET_TRAIN_J), SGD with the paper's per-pass learning-rate schedule. The paper updates after every image
-with a per-parameter step eta/(mu + h_kk) (stochastic diagonal
-Levenberg-Marquardt); we use plain minibatch SGD instead and keep the shape of
-its schedule: the learning rate of pass e is lr * PAPER_LENET_FACTORS[e]
-(eta_e / eta_1: 1, 1, .4, .4, .4, .2, .2, .2, .1, .1, .1, .1, then .02). The
-default lr, 0.01 at batch 32, was tuned on Fashion-MNIST (0.02 diverges in
-the first epoch: the MAP loss sums 84 squared errors, and C5's and F6's
-gradients start ~25x and ~5x their weights); it is scaled linearly with
---batch-size when --lr is not given (the loss is the mean over the batch).
---momentum 0.9 with a 3-10x smaller lr is the usual alternative.
+1.175, the RBF output with fixed prototypes, the MAP loss (j = 1 by default,
+see LENET_TRAIN_J), SGD with the paper's per-pass learning-rate schedule.
+The paper updates after every image with a per-parameter step
+eta/(mu + h_kk) (stochastic diagonal Levenberg-Marquardt); we use plain
+minibatch SGD and keep the shape of its schedule: the learning rate of pass
+e is lr * PAPER_LENET_FACTORS[e] (eta_e / eta_1: 1, 1, .4, .4, .4, .2, .2,
+.2, .1, .1, .1, .1, then .02). The default lr, 0.01 at batch 32, was tuned
+on Fashion-MNIST (0.02 diverges in the first epoch: the MAP loss sums 84
+squared errors, and C5's and F6's gradients start ~25x and ~5x the size of
+their weights); it is scaled linearly with --batch-size when --lr is not
+given (the loss is the mean over the batch). --momentum 0.9 with a 3-10x
+smaller lr is the usual alternative.
 
 AlexNet: images resized to the variant's input size (227 or 224),
 standardized; SGD with momentum 0.9 and weight decay 5e-4; lr 0.01, divided
