@@ -80,6 +80,8 @@ def add_arguments(p):
                    "linearly with --batch-size; alexnet 0.01)")
     p.add_argument("--schedule", choices=("paper", "constant"), default="paper",
                    help="paper: LeNet's per-pass factors / AlexNet's divide-by-10 on plateau")
+    p.add_argument("--warmup", type=int, help="steps of linear learning-rate warmup at the start "
+                   "(default 0)")
     p.add_argument("--momentum", type=float, help="lenet5 0 (the paper's plain SGD), alexnet 0.9")
     p.add_argument("--weight-decay", type=float, help="lenet5 0, alexnet 5e-4")
     p.add_argument("--map-j", type=float, default=LENET_TRAIN_J,
@@ -420,6 +422,9 @@ def _train(args, ctx):
         seen = 0
         t0 = time.perf_counter()
         for step in range(steps):
+            if args.warmup and epoch * steps + step <= args.warmup:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * min(1.0, (epoch * steps + step + 1) / args.warmup)
             b = order[step * per_rank:(step + 1) * per_rank]
             x, y = x_all[b].to(device, non_blocking=True), y_all[b].to(device, non_blocking=True)
             x = transform(x) if transform else x
