@@ -132,7 +132,7 @@ class AvgSubsample(nn.Module):
 
     init="default" starts at weight 1, bias 0 (plain average pooling).
     init="lecun" follows LeCun 1998, whose unit is coefficient * SUM of the
-    window with the coefficient uniform in +-2.4/F, F = kernel_size**2: on the
+    window with the coefficient uniform in +-2.4/F, F = kernel_size**2 (kh*kw): on the
     mean that is a weight uniform in +-2.4 (the same function); the bias is
     drawn in +-2.4/F.
     """
@@ -150,7 +150,8 @@ class AvgSubsample(nn.Module):
     def reset_parameters(self, init="default"):
         if init == "lecun":
             lecun_uniform_(self.weight, 1)  # 2.4/F on the sum = 2.4 on the mean
-            lecun_uniform_(self.bias, self.kernel_size ** 2)
+            kh, kw = _pair(self.kernel_size)
+            lecun_uniform_(self.bias, kh * kw)
         elif init == "default":
             nn.init.ones_(self.weight)
             nn.init.zeros_(self.bias)

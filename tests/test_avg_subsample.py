@@ -289,11 +289,14 @@ def test_module_parameters_and_init():
     assert torch.equal(m.weight, torch.ones(6)) and torch.equal(m.bias, torch.zeros(6))
     torch.manual_seed(0)
     m = AvgSubsample(1000, kernel_size=2, init="lecun")
-    bound = 2.4 / 4
-    for p in (m.weight, m.bias):
+    # LeCun's coefficient multiplies the window's SUM and is drawn in +-2.4/F
+    # (F = 4); on the mean that is +-2.4. The bias is drawn in +-2.4/F.
+    for p, bound in ((m.weight, 2.4), (m.bias, 2.4 / 4)):
         assert p.abs().max() <= bound
         assert p.abs().max() > 0.9 * bound  # drawn over the whole range
         assert p.min() < 0 < p.max()
+    m = AvgSubsample(10, kernel_size=(2, 3), init="lecun")  # a rectangular window
+    assert m.bias.abs().max() <= 2.4 / 6
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
