@@ -12,6 +12,7 @@ from ._loader import build_info, load_library
 _C = load_library()  # registers torch.ops.lenetalex.* before the Python side below
 
 from .ops import conv2d_activation  # noqa: E402
+from .ops import local_response_norm  # noqa: E402
 from . import reference  # noqa: E402
 
 __version__ = "0.1.0"

@@ -11,6 +11,7 @@ import torch
 
 OP_MODULES = [
     "lenetalex.ops.conv2d_activation",
+    "lenetalex.ops.local_response_norm",
 ]
 
 # Error measured as max|fused - ref| / max(max|ref|, 1), per dtype.
