@@ -200,16 +200,23 @@ struct InvPowGeneral {
   }
 };
 
-// Per-thread buffers of one task, rows of block positions.
+// Per-thread buffers of one task, rows of block positions. The window sums are
+// double whatever T is: a square of a float is exact in double, so a sliding
+// sum of them loses nothing to rounding until it has cancelled some 2^29-fold
+// (a float running sum that drops a large square leaves that square's rounding
+// error behind, which shows when the squares left are much smaller).
 template <typename T>
 struct Scratch {
+  std::vector<double> sums;
   std::vector<T> buf;
-  T *sum, *tsum, *zeros, *ring_t, *ring_p;
+  double *sum, *tsum;
+  T *zeros, *ring_t, *ring_p;
   int64_t block;
-  Scratch(int64_t ring_slots, int64_t block) : buf((3 + 2 * ring_slots) * block, T(0)), block(block) {
-    sum = buf.data();
+  Scratch(int64_t ring_slots, int64_t block)
+      : sums(2 * block, 0.0), buf((1 + 2 * ring_slots) * block, T(0)), block(block) {
+    sum = sums.data();
     tsum = sum + block;
-    zeros = tsum + block;  // stands in for a channel outside [0, C): no branch in the loops
+    zeros = buf.data();  // stands in for a channel outside [0, C): no branch in the loops
     ring_t = zeros + block;
     ring_p = ring_t + ring_slots * block;
   }
@@ -222,69 +229,70 @@ struct Scratch {
 
 // sum += x^2 of one row.
 template <typename T>
-inline void add_squares(T* __restrict sum, const T* __restrict xq, int64_t len) {
-  for (int64_t i = 0; i < len; ++i) sum[i] += xq[i] * xq[i];
+inline void add_squares(double* __restrict sum, const T* __restrict xq, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) sum[i] += double(xq[i]) * double(xq[i]);
 }
 
 // acc += row.
 template <typename T>
-inline void add_row(T* __restrict acc, const T* __restrict row, int64_t len) {
-  for (int64_t i = 0; i < len; ++i) acc[i] += row[i];
+inline void add_row(double* __restrict acc, const T* __restrict row, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) acc[i] += double(row[i]);
 }
 
 template <typename T, typename Pow>
-inline void forward_row(T* __restrict sum, const T* __restrict in, const T* __restrict out,
-                        const T* __restrict xc, T* __restrict yc, int64_t len, T alpha_n, T k,
-                        Pow pw) {
+inline void forward_row(double* __restrict sum, const T* __restrict in, const T* __restrict out,
+                        const T* __restrict xc, T* __restrict yc, int64_t len, double alpha_n,
+                        double k, Pow pw) {
   for (int64_t i = 0; i < len; ++i) {
-    const T sm = sum[i] + in[i] * in[i];
-    yc[i] = xc[i] * pw(k + alpha_n * sm);
-    sum[i] = sm - out[i] * out[i];
+    const double a = in[i], b = out[i];
+    const double sm = sum[i] + a * a;
+    yc[i] = xc[i] * pw(T(k + alpha_n * sm));
+    sum[i] = sm - b * b;
   }
 }
 
 // s, p = s^-beta, dy * p and t = dy * p * x / s of one channel; tsum += t.
 template <typename T, typename Pow>
-inline void backward_row(T* __restrict ssum, T* __restrict tsum, const T* __restrict in,
+inline void backward_row(double* __restrict ssum, double* __restrict tsum, const T* __restrict in,
                          const T* __restrict out, const T* __restrict xc,
                          const T* __restrict gyc, T* __restrict tc, T* __restrict pc,
-                         int64_t len, T alpha_n, T k, Pow pw) {
+                         int64_t len, double alpha_n, double k, Pow pw) {
   for (int64_t i = 0; i < len; ++i) {
-    const T sm = ssum[i] + in[i] * in[i];
+    const double a = in[i], b = out[i];
+    const double sm = ssum[i] + a * a;
     T p, p_over_s;
-    pw.pow_ratio(k + alpha_n * sm, p, p_over_s);
-    const T dyp = gyc[i] * p;
+    pw.pow_ratio(T(k + alpha_n * sm), p, p_over_s);
     const T t = gyc[i] * xc[i] * p_over_s;
     tc[i] = t;
-    pc[i] = dyp;
-    tsum[i] += t;
-    ssum[i] = sm - out[i] * out[i];
+    pc[i] = gyc[i] * p;
+    tsum[i] += double(t);
+    ssum[i] = sm - b * b;
   }
 }
 
 // dx_j = dy_j p_j - grad * x_j * (sum of t over W'(j)); tsum -= the t leaving.
 template <typename T>
-inline void dx_row(T* __restrict tsum, const T* __restrict leaving, const T* __restrict pj,
+inline void dx_row(double* __restrict tsum, const T* __restrict leaving, const T* __restrict pj,
                    const T* __restrict xj, T* __restrict gxj, int64_t len, T grad) {
   for (int64_t i = 0; i < len; ++i) {
-    const T ts = tsum[i] - leaving[i];
+    const double ts = tsum[i] - double(leaving[i]);
     tsum[i] = ts;
-    gxj[i] = pj[i] - grad * xj[i] * ts;
+    gxj[i] = pj[i] - grad * xj[i] * T(ts);
   }
 }
 
 // sum = sum of x^2 over channels [lo, hi) ∩ [0, C) of the block.
 template <typename T>
-void direct_sum(T* sum, const T* x, const LrnShape& s, int64_t lo, int64_t hi, int64_t len) {
-  std::fill(sum, sum + len, T(0));
+void direct_sum(double* sum, const T* x, const LrnShape& s, int64_t lo, int64_t hi, int64_t len) {
+  std::fill(sum, sum + len, 0.0);
   for (int64_t q = std::max<int64_t>(lo, 0); q < std::min(hi, s.c); ++q)
     add_squares(sum, x + q * s.l, len);
 }
 
 // x, y at (n, channel 0, first position of the block); rows s.l apart.
 template <typename T, typename Pow>
-void forward_task(const LrnShape& s, const T* x, T* y, int64_t len, const LrnCoef<T>& cf, Pow pw,
-                  Scratch<T>& sc) {
+void forward_task(const LrnShape& s, const T* x, T* y, int64_t len, const LrnCoef<double>& cf,
+                  Pow pw, Scratch<T>& sc) {
   const int64_t period = lrn_period(s.size);
   for (int64_t c = 0; c < s.c; ++c) {
     if (c % period == 0) direct_sum(sc.sum, x, s, c - s.before, c + s.after, len);
@@ -296,7 +304,7 @@ void forward_task(const LrnShape& s, const T* x, T* y, int64_t len, const LrnCoe
 
 template <typename T, typename Pow>
 void backward_task(const LrnShape& s, const T* gy, const T* x, T* gx, int64_t len,
-                   const LrnCoef<T>& cf, Pow pw, Scratch<T>& sc, int64_t R) {
+                   const LrnCoef<double>& cf, Pow pw, Scratch<T>& sc, int64_t R) {
   const int64_t period = lrn_period(s.size);
   auto ring_t = [&](int64_t c) { return sc.ring_t + (c % R) * sc.block; };
   auto ring_p = [&](int64_t c) { return sc.ring_p + (c % R) * sc.block; };
@@ -304,15 +312,15 @@ void backward_task(const LrnShape& s, const T* gy, const T* x, T* gx, int64_t le
   auto emit = [&](int64_t j) {
     const T* leaving = sc.zeros;
     if (j > 0 && j % period == 0) {  // restart the sum over W'(j) from the ring
-      std::fill(sc.tsum, sc.tsum + len, T(0));
+      std::fill(sc.tsum, sc.tsum + len, 0.0);
       for (int64_t q = std::max<int64_t>(j - s.after, 0); q <= std::min(j + s.before, s.c - 1); ++q)
         add_row(sc.tsum, ring_t(q), len);
     } else if (j - s.after - 1 >= 0) {
       leaving = ring_t(j - s.after - 1);
     }
-    dx_row(sc.tsum, leaving, ring_p(j), x + j * s.l, gx + j * s.l, len, cf.grad);
+    dx_row(sc.tsum, leaving, ring_p(j), x + j * s.l, gx + j * s.l, len, T(cf.grad));
   };
-  std::fill(sc.tsum, sc.tsum + len, T(0));
+  std::fill(sc.tsum, sc.tsum + len, 0.0);
   for (int64_t c = 0; c < s.c; ++c) {
     if (c % period == 0) direct_sum(sc.sum, x, s, c - s.before, c + s.after, len);
     const T* in = c + s.after < s.c ? x + (c + s.after) * s.l : sc.zeros;
@@ -344,11 +352,11 @@ void for_each_block(const LrnShape& s, int64_t ring_slots, Task task) {
 
 // Calls f(pow functor) with the functor for beta.
 template <typename T, typename F>
-void with_pow(const LrnCoef<T>& cf, F f) {
+void with_pow(const LrnCoef<double>& cf, F f) {
   if (cf.beta_075)
     f(InvPow075<T>{});
   else
-    f(InvPowGeneral<T>{cf.neg_beta});
+    f(InvPowGeneral<T>{T(cf.neg_beta)});
 }
 
 at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double alpha,
@@ -358,10 +366,10 @@ at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double
   at::Tensor y = at::empty(input.sizes(), input.options());
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "local_response_norm_cpu", [&] {
-    const auto cf = lrn_coef<scalar_t>(size, alpha, beta, k);
+    const auto cf = lrn_coef<double>(size, alpha, beta, k);
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    with_pow(cf, [&](auto pw) {
+    with_pow<scalar_t>(cf, [&](auto pw) {
       for_each_block<scalar_t>(s, 0, [&](int64_t off, int64_t len, Scratch<scalar_t>& sc) {
         forward_task(s, xp + off, yp + off, len, cf, pw, sc);
       });
@@ -378,11 +386,11 @@ at::Tensor local_response_norm_backward_cpu(const at::Tensor& grad_output, const
   if (gx.numel() == 0) return gx;
   const int64_t R = lrn_ring_slots(s);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "local_response_norm_backward_cpu", [&] {
-    const auto cf = lrn_coef<scalar_t>(size, alpha, beta, k);
+    const auto cf = lrn_coef<double>(size, alpha, beta, k);
     const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
-    with_pow(cf, [&](auto pw) {
+    with_pow<scalar_t>(cf, [&](auto pw) {
       for_each_block<scalar_t>(s, R, [&](int64_t off, int64_t len, Scratch<scalar_t>& sc) {
         backward_task(s, gyp + off, xp + off, gxp + off, len, cf, pw, sc, R);
       });

@@ -7,6 +7,8 @@ tests: tests/test_local_response_norm.py.
 """
 import torch
 
+from ._common import check_devices
+
 _ops = torch.ops.lenetalex
 
 
@@ -57,6 +59,7 @@ def _fake(input, size, alpha, beta, k):
 
 @torch.library.register_fake("lenetalex::local_response_norm_backward")
 def _fake_backward(grad_output, input, size, alpha, beta, k):
+    check_devices("local_response_norm_backward", input, grad_output=grad_output)
     _check_fake(input, size)
     return input.new_empty(input.shape)
 
