@@ -11,7 +11,11 @@
 //
 // Both directions slide their window sums along the channels (add what enters,
 // drop what leaves) and restart them from a direct sum every lrn_period()
-// channels, so rounding cannot drift over many channels.
+// channels, so rounding cannot drift over many channels. The window sums are
+// double for every dtype: the square of a float (or half) is exact in double,
+// so dropping a large square leaves no rounding of it behind, which a float
+// sum would (visible when the squares that stay are much smaller). Everything
+// else is computed in the op's accumulation type (float; double for float64).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -44,52 +48,59 @@ C10_HOST_DEVICE inline int64_t lrn_period(int64_t size) {
   return size > kLrnRestart ? size : kLrnRestart;
 }
 
-// The coefficients, in the accumulation type (float, or double for float64).
+// The coefficients: s = k + alpha_n * (window sum) in double, then s is
+// rounded to the accumulation type acc_t (float, or double for float64).
 template <typename acc_t>
 struct LrnCoef {
-  acc_t alpha_n;  // alpha / size
-  acc_t k;
+  double alpha_n;  // alpha / size
+  double k;
   acc_t neg_beta;  // -beta
   acc_t grad;      // 2 * alpha * beta / size
-  bool beta_075;   // beta == 0.75: s^-0.75 = 1 / (sqrt(s) * sqrt(sqrt(s)))
+  bool beta_075;   // beta == 0.75: a cheaper exact-enough s^-0.75
 };
 
 template <typename acc_t>
 LrnCoef<acc_t> lrn_coef(int64_t size, double alpha, double beta, double k) {
-  return {acc_t(alpha / size), acc_t(k), acc_t(-beta), acc_t(2.0 * alpha * beta / size),
-          beta == 0.75};
+  return {alpha / size, k, acc_t(-beta), acc_t(2.0 * alpha * beta / size), beta == 0.75};
 }
 
 // s^-beta for the CUDA kernels (and a host check of them): library sqrt/exp2/log2,
 // correctly rounded or within 1-2 ulp on the device. s == 0 gives inf (then
-// x * inf = nan for x == 0, as x / 0^beta in the reference).
+// x * inf = nan for x == 0, as x / 0^beta in the reference); beta == 0 gives 1.
 C10_HOST_DEVICE inline float lrn_inv_pow(float s, const LrnCoef<float>& p) {
   if (p.beta_075) {
     const float r = sqrtf(s);
     return 1.0f / (r * sqrtf(r));
   }
-  return exp2f(p.neg_beta * log2f(s));
+  return p.neg_beta == 0.0f ? 1.0f : exp2f(p.neg_beta * log2f(s));
 }
 C10_HOST_DEVICE inline double lrn_inv_pow(double s, const LrnCoef<double>& p) {
   if (p.beta_075) {
     const double r = ::sqrt(s);
     return 1.0 / (r * ::sqrt(r));
   }
-  return ::exp2(p.neg_beta * ::log2(s));
+  return p.neg_beta == 0.0 ? 1.0 : ::exp2(p.neg_beta * ::log2(s));
 }
 
 C10_HOST_DEVICE inline int64_t lrn_max(int64_t a, int64_t b) { return a > b ? a : b; }
 C10_HOST_DEVICE inline int64_t lrn_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// x[c * stride] as a double (for the window sums).
+template <typename scalar_t>
+C10_HOST_DEVICE inline double lrn_square(const scalar_t* x, int64_t stride, int64_t c) {
+  const double v = static_cast<double>(static_cast<float>(x[c * stride]));
+  return v * v;
+}
+C10_HOST_DEVICE inline double lrn_square(const double* x, int64_t stride, int64_t c) {
+  return x[c * stride] * x[c * stride];
+}
+
 // Sum of x^2 over channels [lo, hi) of one column (clamped to [0, C)).
-template <typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline acc_t lrn_sum_sq(const scalar_t* x, int64_t stride, int64_t C, int64_t lo,
-                                        int64_t hi) {
-  acc_t sum = 0;
-  for (int64_t q = lrn_max(lo, 0); q < lrn_min(hi, C); ++q) {
-    const acc_t v = static_cast<acc_t>(x[q * stride]);
-    sum += v * v;
-  }
+template <typename scalar_t>
+C10_HOST_DEVICE inline double lrn_sum_sq(const scalar_t* x, int64_t stride, int64_t C, int64_t lo,
+                                         int64_t hi) {
+  double sum = 0;
+  for (int64_t q = lrn_max(lo, 0); q < lrn_min(hi, C); ++q) sum += lrn_square(x, stride, q);
   return sum;
 }
 
@@ -100,21 +111,15 @@ C10_HOST_DEVICE void lrn_forward_column(const scalar_t* x, scalar_t* y, int64_t 
                                         const LrnShape& s, int64_t c0, int64_t c1,
                                         const LrnCoef<acc_t>& p) {
   const int64_t period = lrn_period(s.size);
-  acc_t sum = 0;
+  double sum = 0;
   for (int64_t c = c0; c < c1; ++c) {
     // The sum holds [c - before, c + after - 1]; the next line adds c + after.
-    if (c == c0 || c % period == 0)
-      sum = lrn_sum_sq<scalar_t, acc_t>(x, stride, s.c, c - s.before, c + s.after);
-    if (c + s.after < s.c) {
-      const acc_t v = static_cast<acc_t>(x[(c + s.after) * stride]);
-      sum += v * v;
-    }
+    if (c == c0 || c % period == 0) sum = lrn_sum_sq(x, stride, s.c, c - s.before, c + s.after);
+    if (c + s.after < s.c) sum += lrn_square(x, stride, c + s.after);
+    const acc_t sc = static_cast<acc_t>(p.k + p.alpha_n * sum);
     const acc_t xc = static_cast<acc_t>(x[c * stride]);
-    y[c * stride] = static_cast<scalar_t>(xc * lrn_inv_pow(p.k + p.alpha_n * sum, p));
-    if (c - s.before >= 0) {
-      const acc_t v = static_cast<acc_t>(x[(c - s.before) * stride]);
-      sum -= v * v;
-    }
+    y[c * stride] = static_cast<scalar_t>(xc * lrn_inv_pow(sc, p));
+    if (c - s.before >= 0) sum -= lrn_square(x, stride, c - s.before);
   }
 }
 
@@ -134,37 +139,31 @@ C10_HOST_DEVICE void lrn_backward_column(const scalar_t* gy, const scalar_t* x, 
   const int64_t period = lrn_period(s.size);
   // Channels whose t some dx_j, j in [j0, j1), needs.
   const int64_t cs = lrn_max(j0 - s.after, 0), ce = lrn_min(j1 - 1 + s.before, s.c - 1);
-  acc_t ssum = 0;  // sum of x^2 over c's window, sliding
-  acc_t tsum = 0;  // sum of t over W'(j), sliding
+  double ssum = 0;  // sum of x^2 over c's window, sliding
+  double tsum = 0;  // sum of t over W'(j), sliding
   // Emits dx_j; on entry tsum holds t over [max(j - after - 1, cs), min(j + before, C - 1)].
   auto emit = [&](int64_t j) {
     if (j != j0 && j % period == 0) {
       tsum = 0;
       for (int64_t q = lrn_max(j - s.after, 0); q <= lrn_min(j + s.before, s.c - 1); ++q)
-        tsum += ring_t[(q % R) * ring_stride];
+        tsum += static_cast<double>(ring_t[(q % R) * ring_stride]);
     } else if (j - s.after - 1 >= cs) {
-      tsum -= ring_t[((j - s.after - 1) % R) * ring_stride];
+      tsum -= static_cast<double>(ring_t[((j - s.after - 1) % R) * ring_stride]);
     }
     const acc_t xj = static_cast<acc_t>(x[j * stride]);
-    gx[j * stride] = static_cast<scalar_t>(ring_p[(j % R) * ring_stride] - p.grad * xj * tsum);
+    gx[j * stride] = static_cast<scalar_t>(ring_p[(j % R) * ring_stride] -
+                                           p.grad * xj * static_cast<acc_t>(tsum));
   };
   for (int64_t c = cs; c <= ce; ++c) {
-    if (c == cs || c % period == 0)
-      ssum = lrn_sum_sq<scalar_t, acc_t>(x, stride, s.c, c - s.before, c + s.after);
-    if (c + s.after < s.c) {
-      const acc_t v = static_cast<acc_t>(x[(c + s.after) * stride]);
-      ssum += v * v;
-    }
-    const acc_t sc = p.k + p.alpha_n * ssum;
+    if (c == cs || c % period == 0) ssum = lrn_sum_sq(x, stride, s.c, c - s.before, c + s.after);
+    if (c + s.after < s.c) ssum += lrn_square(x, stride, c + s.after);
+    const acc_t sc = static_cast<acc_t>(p.k + p.alpha_n * ssum);
     const acc_t dyp = static_cast<acc_t>(gy[c * stride]) * lrn_inv_pow(sc, p);
     const acc_t t = dyp * static_cast<acc_t>(x[c * stride]) / sc;
     ring_t[(c % R) * ring_stride] = t;
     ring_p[(c % R) * ring_stride] = dyp;
-    tsum += t;
-    if (c - s.before >= 0) {
-      const acc_t v = static_cast<acc_t>(x[(c - s.before) * stride]);
-      ssum -= v * v;
-    }
+    tsum += static_cast<double>(t);
+    if (c - s.before >= 0) ssum -= lrn_square(x, stride, c - s.before);
     if (c - s.before >= j0) emit(c - s.before);  // W'(c - before) ends at c
   }
   // dx_j whose W'(j) is cut by the last channel.
