@@ -124,6 +124,24 @@ def test_large_then_small_channels(device, dtype):
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("alpha,beta,k", [(1e-4, 0.75, 2.0), (1e-4, 0.75, 0.0), (0.5, 0.6, 0.0), (0.5, 0.6, 1.0)])
+def test_nonfinite_inputs(device, dtype, alpha, beta, k):
+    # inf and nan spoil the windows that hold them and no others (a sliding sum
+    # would carry them on: inf - inf is nan); k = 0 with an all-zero window is
+    # 0 / 0 = nan, as in the reference.
+    inf, nan = float("inf"), float("nan")
+    vals = [0.0, 1.0, -2.0, inf, 0.0, 3.0, nan, 0.0, 0.0, 0.0, 0.5, 5.0, 1.0, 2.0, -inf, 1.0, 2.0, 3.0, 4.0, 5.0]
+    x = torch.tensor(vals * 2, dtype=torch.float64).view(2, 20, 1, 1).repeat(1, 1, 3, 1)
+    x = x.to(device, dtype)
+    for size in (3, 4):
+        y = lenetalex.local_response_norm(x, size, alpha, beta, k).cpu().double()
+        ref = reference.local_response_norm(x.cpu().double(), size, alpha, beta, k)
+        assert torch.equal(y.isnan(), ref.isnan())
+        ok = ~ref.isnan()
+        assert torch.allclose(y[ok], ref[ok], rtol=TOL[dtype] * 10, atol=0)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 def test_3d_and_5d(device, dtype):
     for shape in [(3, 7, 10), (2, 6, 1), (2, 7, 3, 4, 5), (1, 9, 2, 1, 3, 2)]:
         for size in (2, 3):

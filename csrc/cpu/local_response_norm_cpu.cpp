@@ -31,6 +31,14 @@
 
 #include "ops/local_response_norm.h"
 
+// Where AVX-512 is there (-march=native), let the loops below use 512-bit
+// vectors: gcc's default for most Intel cores is 256 bits.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+#pragma GCC push_options
+#pragma GCC target("prefer-vector-width=512")
+#define LENETALEX_LRN_POP_OPTIONS
+#endif
+
 namespace lenetalex {
 namespace {
 
@@ -101,30 +109,27 @@ inline T patch_special(T s, T f, T at_zero, T at_inf) {
   return s <= std::numeric_limits<T>::max() ? r : sp;
 }
 
-// s^-1/4 from a guess read off the bits (within 3.2%), refined by the
-// second-order step q <- q (1 - e/4 + 5 e^2 / 32), e = s q^4 - 1 (the series of
-// (1 + e)^-1/4), written as a polynomial in w = s q^4: the error cubes each step.
-template <typename T>
-inline T inv_quarter_root(T s) {
-  using B = Bits<T>;
-  using U = typename B::U;
-  const T v = normal_stand_in(s);
-  T q = std::bit_cast<T>(static_cast<U>(U(B::kInvQuartMagic) - (std::bit_cast<U>(v) >> 2)));
-  for (int i = 0; i < B::kRefine; ++i) {
-    const T q2 = q * q;
-    const T w = (v * q2) * q2;  // v q^2 first: no intermediate leaves the normal range
-    q = q * (T(1.40625) + w * (T(-0.5625) + w * T(0.15625)));
-  }
-  // a denormal s: v = s 2^d, so s^-1/4 = q 2^(d/4)
-  const T qd = q * pow2i<T>(B::kDenormExp / 4);
-  q = s >= std::numeric_limits<T>::min() ? q : qd;
-  return patch_special(s, q, std::numeric_limits<T>::infinity(), T(0));
-}
-
-// beta = 0.75: s^-0.75 = q^3 and s^-1 = q^4, q = s^-1/4 (max error 6e-7 in
-// float, 1e-15 in double); no division, no library call.
+// beta = 0.75 when s >= k > 0 is known normal (k >= the smallest normal T,
+// alpha >= 0: with_pow checks; other cases take InvPowGeneral, which handles
+// every special value). s^-1/4 from a guess read off the bits (within 3.2%),
+// refined by the second-order step q <- q (1 - e/4 + 5 e^2 / 32),
+// e = s q^4 - 1 (the series of (1 + e)^-1/4), written as a polynomial in
+// w = s q^4: the error cubes each step. Then s^-0.75 = q^3 and s^-1 = q^4
+// (max error 6e-7 in float, 1e-15 in double); no division, no library call.
+// s = inf gives 0, nan stays nan.
 template <typename T>
 struct InvPow075 {
+  static inline T inv_quarter_root(T s) {
+    using B = Bits<T>;
+    using U = typename B::U;
+    T q = std::bit_cast<T>(static_cast<U>(U(B::kInvQuartMagic) - (std::bit_cast<U>(s) >> 2)));
+    for (int i = 0; i < B::kRefine; ++i) {
+      const T q2 = q * q;
+      const T w = (s * q2) * q2;  // s q^2 first: no intermediate leaves the normal range
+      q = q * (T(1.40625) + w * (T(-0.5625) + w * T(0.15625)));
+    }
+    return s == std::numeric_limits<T>::infinity() ? T(0) : q;  // inf: the guess is no guess
+  }
   inline T operator()(T s) const {
     const T q = inv_quarter_root(s);
     return q * q * q;
@@ -239,24 +244,35 @@ inline void add_row(double* __restrict acc, const T* __restrict row, int64_t len
   for (int64_t i = 0; i < len; ++i) acc[i] += double(row[i]);
 }
 
+// Nonzero when v is inf or nan (v - v is +0 for every finite v). An inf or nan
+// that entered a sliding sum stays in it after it left the window (inf - inf
+// is nan); the rows report it, OR-ed over the row, and the task restarts that
+// sum from a direct one at the next step, so it spoils only the windows that
+// hold it, as in the reference.
+inline uint64_t nonfinite_bits(double v) { return std::bit_cast<uint64_t>(v - v); }
+
 template <typename T, typename Pow>
-inline void forward_row(double* __restrict sum, const T* __restrict in, const T* __restrict out,
-                        const T* __restrict xc, T* __restrict yc, int64_t len, double alpha_n,
-                        double k, Pow pw) {
+inline uint64_t forward_row(double* __restrict sum, const T* __restrict in,
+                            const T* __restrict out, const T* __restrict xc, T* __restrict yc,
+                            int64_t len, double alpha_n, double k, Pow pw) {
+  uint64_t bad = 0;
   for (int64_t i = 0; i < len; ++i) {
     const double a = in[i], b = out[i];
     const double sm = sum[i] + a * a;
     yc[i] = xc[i] * pw(T(k + alpha_n * sm));
     sum[i] = sm - b * b;
+    bad |= nonfinite_bits(sum[i]);
   }
+  return bad;
 }
 
 // s, p = s^-beta, dy * p and t = dy * p * x / s of one channel; tsum += t.
 template <typename T, typename Pow>
-inline void backward_row(double* __restrict ssum, double* __restrict tsum, const T* __restrict in,
-                         const T* __restrict out, const T* __restrict xc,
-                         const T* __restrict gyc, T* __restrict tc, T* __restrict pc,
-                         int64_t len, double alpha_n, double k, Pow pw) {
+inline uint64_t backward_row(double* __restrict ssum, double* __restrict tsum,
+                             const T* __restrict in, const T* __restrict out,
+                             const T* __restrict xc, const T* __restrict gyc, T* __restrict tc,
+                             T* __restrict pc, int64_t len, double alpha_n, double k, Pow pw) {
+  uint64_t bad = 0;
   for (int64_t i = 0; i < len; ++i) {
     const double a = in[i], b = out[i];
     const double sm = ssum[i] + a * a;
@@ -267,18 +283,24 @@ inline void backward_row(double* __restrict ssum, double* __restrict tsum, const
     pc[i] = gyc[i] * p;
     tsum[i] += double(t);
     ssum[i] = sm - b * b;
+    bad |= nonfinite_bits(ssum[i]);
   }
+  return bad;
 }
 
 // dx_j = dy_j p_j - grad * x_j * (sum of t over W'(j)); tsum -= the t leaving.
 template <typename T>
-inline void dx_row(double* __restrict tsum, const T* __restrict leaving, const T* __restrict pj,
-                   const T* __restrict xj, T* __restrict gxj, int64_t len, T grad) {
+inline uint64_t dx_row(double* __restrict tsum, const T* __restrict leaving,
+                       const T* __restrict pj, const T* __restrict xj, T* __restrict gxj,
+                       int64_t len, T grad) {
+  uint64_t bad = 0;
   for (int64_t i = 0; i < len; ++i) {
     const double ts = tsum[i] - double(leaving[i]);
     tsum[i] = ts;
     gxj[i] = pj[i] - grad * xj[i] * T(ts);
+    bad |= nonfinite_bits(ts);
   }
+  return bad;
 }
 
 // sum = sum of x^2 over channels [lo, hi) ∩ [0, C) of the block.
@@ -290,47 +312,55 @@ void direct_sum(double* sum, const T* x, const LrnShape& s, int64_t lo, int64_t 
 }
 
 // x, y at (n, channel 0, first position of the block); rows s.l apart.
+// The tasks are not inlined into their callers, so the loops are compiled
+// (and vectorized) with this section's options.
 template <typename T, typename Pow>
-void forward_task(const LrnShape& s, const T* x, T* y, int64_t len, const LrnCoef<double>& cf,
-                  Pow pw, Scratch<T>& sc) {
+C10_NOINLINE void forward_task(const LrnShape& s, const T* x, T* y, int64_t len,
+                               const LrnCoef<double>& cf, Pow pw, Scratch<T>& sc) {
   const int64_t period = lrn_period(s.size);
+  bool restart = true;
   for (int64_t c = 0; c < s.c; ++c) {
-    if (c % period == 0) direct_sum(sc.sum, x, s, c - s.before, c + s.after, len);
+    if (restart || c % period == 0) direct_sum(sc.sum, x, s, c - s.before, c + s.after, len);
     const T* in = c + s.after < s.c ? x + (c + s.after) * s.l : sc.zeros;
     const T* out = c - s.before >= 0 ? x + (c - s.before) * s.l : sc.zeros;
-    forward_row(sc.sum, in, out, x + c * s.l, y + c * s.l, len, cf.alpha_n, cf.k, pw);
+    restart = forward_row(sc.sum, in, out, x + c * s.l, y + c * s.l, len, cf.alpha_n, cf.k, pw);
   }
 }
 
 template <typename T, typename Pow>
-void backward_task(const LrnShape& s, const T* gy, const T* x, T* gx, int64_t len,
-                   const LrnCoef<double>& cf, Pow pw, Scratch<T>& sc, int64_t R) {
+C10_NOINLINE void backward_task(const LrnShape& s, const T* gy, const T* x, T* gx, int64_t len,
+                                const LrnCoef<double>& cf, Pow pw, Scratch<T>& sc, int64_t R) {
   const int64_t period = lrn_period(s.size);
   auto ring_t = [&](int64_t c) { return sc.ring_t + (c % R) * sc.block; };
   auto ring_p = [&](int64_t c) { return sc.ring_p + (c % R) * sc.block; };
+  bool restart_s = true, restart_t = false;
   // dx_j; tsum holds t over [max(j - after - 1, 0), min(j + before, C - 1)].
   auto emit = [&](int64_t j) {
     const T* leaving = sc.zeros;
-    if (j > 0 && j % period == 0) {  // restart the sum over W'(j) from the ring
+    if (restart_t || (j > 0 && j % period == 0)) {  // restart the sum over W'(j) from the ring
       std::fill(sc.tsum, sc.tsum + len, 0.0);
       for (int64_t q = std::max<int64_t>(j - s.after, 0); q <= std::min(j + s.before, s.c - 1); ++q)
         add_row(sc.tsum, ring_t(q), len);
     } else if (j - s.after - 1 >= 0) {
       leaving = ring_t(j - s.after - 1);
     }
-    dx_row(sc.tsum, leaving, ring_p(j), x + j * s.l, gx + j * s.l, len, T(cf.grad));
+    restart_t = dx_row(sc.tsum, leaving, ring_p(j), x + j * s.l, gx + j * s.l, len, T(cf.grad));
   };
   std::fill(sc.tsum, sc.tsum + len, 0.0);
   for (int64_t c = 0; c < s.c; ++c) {
-    if (c % period == 0) direct_sum(sc.sum, x, s, c - s.before, c + s.after, len);
+    if (restart_s || c % period == 0) direct_sum(sc.sum, x, s, c - s.before, c + s.after, len);
     const T* in = c + s.after < s.c ? x + (c + s.after) * s.l : sc.zeros;
     const T* out = c - s.before >= 0 ? x + (c - s.before) * s.l : sc.zeros;
-    backward_row(sc.sum, sc.tsum, in, out, x + c * s.l, gy + c * s.l, ring_t(c), ring_p(c), len,
-                 cf.alpha_n, cf.k, pw);
+    restart_s = backward_row(sc.sum, sc.tsum, in, out, x + c * s.l, gy + c * s.l, ring_t(c),
+                             ring_p(c), len, cf.alpha_n, cf.k, pw);
     if (c - s.before >= 0) emit(c - s.before);  // W'(c - before) ends at c
   }
   for (int64_t j = std::max<int64_t>(s.c - s.before, 0); j < s.c; ++j) emit(j);
 }
+
+#ifdef LENETALEX_LRN_POP_OPTIONS
+#pragma GCC pop_options
+#endif
 
 // Runs task(offset of (n, 0, p0), len, scratch) over every (image, block of
 // positions) in parallel.
@@ -350,10 +380,11 @@ void for_each_block(const LrnShape& s, int64_t ring_slots, Task task) {
   });
 }
 
-// Calls f(pow functor) with the functor for beta.
+// Calls f(pow functor) with the functor for beta (and k, alpha: InvPow075
+// needs every s = k + alpha / size * sum to be a normal positive number).
 template <typename T, typename F>
 void with_pow(const LrnCoef<double>& cf, F f) {
-  if (cf.beta_075)
+  if (cf.beta_075 && cf.k >= std::numeric_limits<T>::min() && cf.alpha_n >= 0)
     f(InvPow075<T>{});
   else
     f(InvPowGeneral<T>{T(cf.neg_beta)});

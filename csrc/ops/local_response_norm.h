@@ -95,6 +95,11 @@ C10_HOST_DEVICE inline double lrn_square(const double* x, int64_t stride, int64_
   return x[c * stride] * x[c * stride];
 }
 
+// An inf or nan that entered a sliding sum stays after it left the window
+// (inf - inf is nan): a sum that is not finite restarts at the next step, so
+// it spoils only the windows that hold the inf or nan, as in the reference.
+C10_HOST_DEVICE inline bool lrn_nonfinite(double v) { return !(v - v == 0.0); }
+
 // Sum of x^2 over channels [lo, hi) of one column (clamped to [0, C)).
 template <typename scalar_t>
 C10_HOST_DEVICE inline double lrn_sum_sq(const scalar_t* x, int64_t stride, int64_t C, int64_t lo,
@@ -112,14 +117,16 @@ C10_HOST_DEVICE void lrn_forward_column(const scalar_t* x, scalar_t* y, int64_t 
                                         const LrnCoef<acc_t>& p) {
   const int64_t period = lrn_period(s.size);
   double sum = 0;
+  bool restart = true;
   for (int64_t c = c0; c < c1; ++c) {
     // The sum holds [c - before, c + after - 1]; the next line adds c + after.
-    if (c == c0 || c % period == 0) sum = lrn_sum_sq(x, stride, s.c, c - s.before, c + s.after);
+    if (restart || c % period == 0) sum = lrn_sum_sq(x, stride, s.c, c - s.before, c + s.after);
     if (c + s.after < s.c) sum += lrn_square(x, stride, c + s.after);
     const acc_t sc = static_cast<acc_t>(p.k + p.alpha_n * sum);
     const acc_t xc = static_cast<acc_t>(x[c * stride]);
     y[c * stride] = static_cast<scalar_t>(xc * lrn_inv_pow(sc, p));
     if (c - s.before >= 0) sum -= lrn_square(x, stride, c - s.before);
+    restart = lrn_nonfinite(sum);
   }
 }
 
@@ -141,21 +148,23 @@ C10_HOST_DEVICE void lrn_backward_column(const scalar_t* gy, const scalar_t* x, 
   const int64_t cs = lrn_max(j0 - s.after, 0), ce = lrn_min(j1 - 1 + s.before, s.c - 1);
   double ssum = 0;  // sum of x^2 over c's window, sliding
   double tsum = 0;  // sum of t over W'(j), sliding
+  bool restart_s = true, restart_t = false;
   // Emits dx_j; on entry tsum holds t over [max(j - after - 1, cs), min(j + before, C - 1)].
   auto emit = [&](int64_t j) {
-    if (j != j0 && j % period == 0) {
+    if (restart_t || (j != j0 && j % period == 0)) {
       tsum = 0;
       for (int64_t q = lrn_max(j - s.after, 0); q <= lrn_min(j + s.before, s.c - 1); ++q)
         tsum += static_cast<double>(ring_t[(q % R) * ring_stride]);
     } else if (j - s.after - 1 >= cs) {
       tsum -= static_cast<double>(ring_t[((j - s.after - 1) % R) * ring_stride]);
     }
+    restart_t = lrn_nonfinite(tsum);
     const acc_t xj = static_cast<acc_t>(x[j * stride]);
     gx[j * stride] = static_cast<scalar_t>(ring_p[(j % R) * ring_stride] -
                                            p.grad * xj * static_cast<acc_t>(tsum));
   };
   for (int64_t c = cs; c <= ce; ++c) {
-    if (c == cs || c % period == 0) ssum = lrn_sum_sq(x, stride, s.c, c - s.before, c + s.after);
+    if (restart_s || c % period == 0) ssum = lrn_sum_sq(x, stride, s.c, c - s.before, c + s.after);
     if (c + s.after < s.c) ssum += lrn_square(x, stride, c + s.after);
     const acc_t sc = static_cast<acc_t>(p.k + p.alpha_n * ssum);
     const acc_t dyp = static_cast<acc_t>(gy[c * stride]) * lrn_inv_pow(sc, p);
@@ -164,6 +173,7 @@ C10_HOST_DEVICE void lrn_backward_column(const scalar_t* gy, const scalar_t* x, 
     ring_p[(c % R) * ring_stride] = dyp;
     tsum += static_cast<double>(t);
     if (c - s.before >= 0) ssum -= lrn_square(x, stride, c - s.before);
+    restart_s = lrn_nonfinite(ssum);
     if (c - s.before >= j0) emit(c - s.before);  // W'(c - before) ends at c
   }
   // dx_j whose W'(j) is cut by the last channel.
