@@ -5,8 +5,9 @@
 // the window sum of x^2 for every position of the block in a small buffer: the
 // channel loop is outside, the loop over the block's contiguous positions inside,
 // so the compiler vectorizes every step. Each step adds the square that enters
-// the window and drops the one that leaves it (restarting from a direct sum
-// every lrn_period() channels); both rows were read moments ago, so from cache.
+// the window and drops the one that leaves it (read a few steps earlier, so
+// from cache), and the sums restart from a direct sum every lrn_period()
+// channels and after an inf or nan has entered them.
 //
 // The backward does the same walk for s, p = s^-beta and t = dy * x * p / s,
 // keeps t and dy * p of the last size + 1 channels in a ring, and slides a
@@ -206,10 +207,12 @@ struct InvPowGeneral {
 };
 
 // Per-thread buffers of one task, rows of block positions. The window sums are
-// double whatever T is: a square of a float is exact in double, so a sliding
-// sum of them loses nothing to rounding until it has cancelled some 2^29-fold
-// (a float running sum that drops a large square leaves that square's rounding
-// error behind, which shows when the squares left are much smaller).
+// double whatever T is. A float running sum that drops a large square keeps
+// that square's rounding error, which shows in s once the squares left are
+// much smaller (k small); a double sum of float squares (each exact in
+// double) is off by ~eps64 * (its largest value since the last restart), far
+// below float's resolution unless the window's sum falls ~10^7-fold within a
+// restart period. (For float64 input the same bound holds in double.)
 template <typename T>
 struct Scratch {
   std::vector<double> sums;
