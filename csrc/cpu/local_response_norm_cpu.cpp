@@ -370,7 +370,11 @@ C10_NOINLINE void backward_task(const LrnShape& s, const T* gy, const T* x, T* g
 template <typename T, typename Task>
 void for_each_block(const LrnShape& s, int64_t ring_slots, Task task) {
   const int64_t want = (2 * at::get_num_threads() + s.n - 1) / s.n;  // blocks per image
-  const int64_t per_image = std::max((s.l + kMaxBlock - 1) / kMaxBlock,
+  // Long windows (a ring of many rows) take shorter rows: the ring stays ~1 MB.
+  const int64_t max_block =
+      std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(2 * ring_slots, 1), kMinBlock,
+                          kMaxBlock);
+  const int64_t per_image = std::max((s.l + max_block - 1) / max_block,
                                      std::min(want, (s.l + kMinBlock - 1) / kMinBlock));
   const int64_t block = ((s.l + per_image - 1) / per_image + 15) / 16 * 16;
   const int64_t blocks = (s.l + block - 1) / block;
