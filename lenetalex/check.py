@@ -12,6 +12,7 @@ import torch
 OP_MODULES = [
     "lenetalex.ops.conv2d_activation",
     "lenetalex.ops.avg_subsample",
+    "lenetalex.ops.local_response_norm",
     "lenetalex.ops.rbf_distance",
 ]
 

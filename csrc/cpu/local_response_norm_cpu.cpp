@@ -1,0 +1,447 @@
+// local_response_norm on the CPU: forward and backward.
+//
+// One task is one image n and one block of up to kMaxBlock contiguous positions
+// (the input viewed as (N, C, L)). The task walks the channels once, keeping
+// the window sum of x^2 for every position of the block in a small buffer: the
+// channel loop is outside, the loop over the block's contiguous positions inside,
+// so the compiler vectorizes every step. Each step adds the square that enters
+// the window and drops the one that leaves it (read a few steps earlier, so
+// from cache), and the sums restart from a direct sum every lrn_period()
+// channels and after an inf or nan has entered them.
+//
+// The backward does the same walk for s, p = s^-beta and t = dy * x * p / s,
+// keeps t and dy * p of the last size + 1 channels in a ring, and slides a
+// second window sum over t (the transposed window) to write dx a few channels
+// behind. It needs only input and grad_output: nothing else is saved.
+//
+// s^-beta: gcc vectorizes neither std::pow nor (without -fno-math-errno)
+// std::sqrt, so it is written here in plain arithmetic the compiler vectorizes:
+// beta = 0.75 by an iteration for s^-1/4 (no sqrt, no division), any other beta as
+// exp2(-beta * log2 s) with polynomial log2 and exp2.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "ops/local_response_norm.h"
+
+// Where AVX-512 is there (-march=native), let the loops below use 512-bit
+// vectors: gcc's default for most Intel cores is 256 bits.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+#pragma GCC push_options
+#pragma GCC target("prefer-vector-width=512")
+#define LENETALEX_LRN_POP_OPTIONS
+#endif
+
+namespace lenetalex {
+namespace {
+
+// Positions per task: long contiguous rows stream well (2048 floats = 8 KB),
+// while the backward's ring (2 (size + 1) rows) still sits in L2. Smaller
+// blocks only when the batch alone gives the threads too little to share.
+constexpr int64_t kMaxBlock = 2048;
+constexpr int64_t kMinBlock = 64;
+
+template <typename T>
+struct Bits;
+template <>
+struct Bits<float> {
+  using T = float;
+  using I = int32_t;
+  using U = uint32_t;
+  static constexpr int kMant = 23, kBias = 127;
+  static constexpr I kInvQuartMagic = 0x4f586666;  // s^-1/4 within 3.2% from the bits alone
+  static constexpr int kRefine = 2;                 // 3.2% -> 2.5e-4 -> rounding
+  static constexpr T kDenormScale = 0x1p24f;       // lifts a denormal s to a normal one
+  static constexpr int kDenormExp = 24;
+  static constexpr T kRound = 0x1.8p23f;           // (y + kRound) - kRound rounds y to an integer
+  static constexpr T kExpLimit = 252.f;            // 2^n as 2^(n/2) * 2^(n - n/2): |n| <= 252
+};
+template <>
+struct Bits<double> {
+  using T = double;
+  using I = int64_t;
+  using U = uint64_t;
+  static constexpr int kMant = 52, kBias = 1023;
+  static constexpr I kInvQuartMagic = 0x4feb0ccccccccc00;
+  static constexpr int kRefine = 3;  // 3.2% -> 2.5e-4 -> 1e-10 -> rounding
+  static constexpr T kDenormScale = 0x1p56;
+  static constexpr int kDenormExp = 56;
+  static constexpr T kRound = 0x1.8p52;
+  static constexpr T kExpLimit = 2044.;
+};
+
+template <typename T>
+inline T pow2i(typename Bits<T>::I n) {  // 2^n for a normal exponent n
+  using B = Bits<T>;
+  return std::bit_cast<T>(static_cast<typename B::I>(n + B::kBias) << B::kMant);
+}
+
+// The selects below are chains of one comparison each on values computed
+// unconditionally: with gcc's default -ftrapping-math, a compound condition or
+// a conditionally computed operation stops if-conversion, and the loop stays
+// scalar. Special inputs (0, denormal, inf, negative, nan) go through the same
+// arithmetic on a harmless stand-in and are patched at the end.
+
+// s as a normal number when s > 0: denormals scaled by 2^kDenormExp. Other
+// specials go through unchanged, give garbage and are patched afterwards.
+// (A longer chain of selects here lets gcc thread the comparisons into
+// branches again.)
+template <typename T>
+inline T normal_stand_in(T s) {
+  const T scaled = s * Bits<T>::kDenormScale;
+  return s >= std::numeric_limits<T>::min() ? s : scaled;
+}
+
+// f(s) for finite s > 0, else the special value of s == 0, s == inf or nan
+// (s < 0 or nan).
+template <typename T>
+inline T patch_special(T s, T f, T at_zero, T at_inf) {
+  const T sp0 = s > T(0) ? at_inf : std::numeric_limits<T>::quiet_NaN();
+  const T sp = s == T(0) ? at_zero : sp0;
+  const T r = s > T(0) ? f : sp;
+  return s <= std::numeric_limits<T>::max() ? r : sp;
+}
+
+// beta = 0.75 when s >= k > 0 is known normal (k >= the smallest normal T,
+// alpha >= 0: with_pow checks; other cases take InvPowGeneral, which handles
+// every special value). s^-1/4 from a guess read off the bits (within 3.2%),
+// refined by the second-order step q <- q (1 - e/4 + 5 e^2 / 32),
+// e = s q^4 - 1 (the series of (1 + e)^-1/4), written as a polynomial in
+// w = s q^4: the error cubes each step. Then s^-0.75 = q^3 and s^-1 = q^4
+// (max error 6e-7 in float, 1e-15 in double); no division, no library call.
+// s = inf gives 0, nan stays nan.
+template <typename T>
+struct InvPow075 {
+  static inline T inv_quarter_root(T s) {
+    using B = Bits<T>;
+    using U = typename B::U;
+    T q = std::bit_cast<T>(static_cast<U>(U(B::kInvQuartMagic) - (std::bit_cast<U>(s) >> 2)));
+    for (int i = 0; i < B::kRefine; ++i) {
+      const T q2 = q * q;
+      const T w = (s * q2) * q2;  // s q^2 first: no intermediate leaves the normal range
+      q = q * (T(1.40625) + w * (T(-0.5625) + w * T(0.15625)));
+    }
+    return s == std::numeric_limits<T>::infinity() ? T(0) : q;  // inf: the guess is no guess
+  }
+  inline T operator()(T s) const {
+    const T q = inv_quarter_root(s);
+    return q * q * q;
+  }
+  // p = s^-beta and p / s.
+  inline void pow_ratio(T s, T& p, T& p_over_s) const {
+    const T q = inv_quarter_root(s), q2 = q * q;
+    p = q2 * q;
+    p_over_s = p * (q2 * q2);
+  }
+};
+
+// log2 of s: s = 2^e * m, m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(z),
+// z = (m - 1) / (m + 1), |z| < 0.172; the series in z^2 up to the terms that
+// matter in T. 0 -> -inf, inf -> inf, negative and nan -> nan.
+template <typename T>
+inline T log2_poly(T s) {
+  using B = Bits<T>;
+  using I = typename B::I;
+  using U = typename B::U;  // bit arithmetic unsigned: garbage in never overflows
+  const T v = normal_stand_in(s);
+  const U bits = std::bit_cast<U>(v);
+  const U off = std::bit_cast<U>(T(0.70710678118654752440));
+  const I e = static_cast<I>(bits - off) >> B::kMant;  // arithmetic shift: floor
+  const T m = std::bit_cast<T>(static_cast<U>(bits - (static_cast<U>(e) << B::kMant)));
+  const T z = (m - T(1)) / (m + T(1)), w = z * z;
+  T series;
+  if constexpr (sizeof(T) == 4) {
+    series = T(1) + w * (T(1. / 3) + w * (T(1. / 5) + w * (T(1. / 7) + w * T(1. / 9))));
+  } else {
+    series = T(1. / 21);
+    for (int d = 19; d >= 1; d -= 2) series = T(1. / d) + w * series;  // unrolled by -O3
+  }
+  const T ln_m = T(2) * z * series;
+  const T lg = T(e) + ln_m * T(1.44269504088896340736);
+  const T lg_denorm = lg - T(B::kDenormExp);
+  const T lg_s = s >= std::numeric_limits<T>::min() ? lg : lg_denorm;
+  return patch_special(s, lg_s, -std::numeric_limits<T>::infinity(),
+                       std::numeric_limits<T>::infinity());
+}
+
+// 2^y: y = n + f, |f| <= 1/2; 2^f by its Taylor series in f ln 2 (error below
+// T's rounding); 2^n as two normal powers of two, so results overflow to inf
+// and underflow through the denormals as they should. nan stays nan.
+template <typename T>
+inline T exp2_poly(T y) {
+  using B = Bits<T>;
+  using I = typename B::I;
+  const T y0 = y == y ? y : T(0);
+  const T y1 = y0 < -B::kExpLimit ? -B::kExpLimit : y0;
+  const T yc = y1 > B::kExpLimit ? B::kExpLimit : y1;
+  const T nf = (yc + B::kRound) - B::kRound;
+  const T r = (yc - nf) * T(0.69314718055994530942);
+  constexpr int kDegree = sizeof(T) == 4 ? 7 : 13;
+  T poly = T(1);
+  for (int d = kDegree; d >= 1; --d) poly = T(1) + poly * (r * T(1.0 / d));  // 1 + r (1 + r/2 (1 + ...))
+  const I n = static_cast<I>(nf);
+  const I n1 = n >> 1;
+  const T p = poly * pow2i<T>(n1) * pow2i<T>(n - n1);
+  return y == y ? p : y;
+}
+
+template <typename T>
+struct InvPowGeneral {
+  T neg_beta;
+  inline T operator()(T s) const {
+    const T p = exp2_poly(neg_beta * log2_poly(s));
+    return neg_beta == T(0) ? T(1) : p;  // s^0 = 1, even for s = 0 or inf
+  }
+  inline void pow_ratio(T s, T& p, T& p_over_s) const {
+    p = (*this)(s);
+    p_over_s = p / s;
+  }
+};
+
+// Per-thread buffers of one task, rows of block positions. The window sums are
+// double whatever T is. A float running sum that drops a large square keeps
+// that square's rounding error, which shows in s once the squares left are
+// much smaller (k small); a double sum of float squares (each exact in
+// double) is off by ~eps64 * (its largest value since the last restart), far
+// below float's resolution unless the window's sum falls ~10^7-fold within a
+// restart period. (For float64 input the same bound holds in double.)
+template <typename T>
+struct Scratch {
+  std::vector<double> sums;
+  std::vector<T> buf;
+  double *sum, *tsum;
+  T *zeros, *ring_t, *ring_p;
+  int64_t block;
+  Scratch(int64_t ring_slots, int64_t block)
+      : sums(2 * block, 0.0), buf((1 + 2 * ring_slots) * block, T(0)), block(block) {
+    sum = sums.data();
+    tsum = sum + block;
+    zeros = buf.data();  // stands in for a channel outside [0, C): no branch in the loops
+    ring_t = zeros + block;
+    ring_p = ring_t + ring_slots * block;
+  }
+};
+
+// The row loops: one channel step over the block's len contiguous positions.
+// __restrict on function parameters (gcc ignores it on local pointers) lets
+// the compiler vectorize without run-time overlap checks. in/out are the rows
+// entering/leaving the window (the zero row outside [0, C)).
+
+// sum += x^2 of one row.
+template <typename T>
+inline void add_squares(double* __restrict sum, const T* __restrict xq, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) sum[i] += double(xq[i]) * double(xq[i]);
+}
+
+// acc += row.
+template <typename T>
+inline void add_row(double* __restrict acc, const T* __restrict row, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) acc[i] += double(row[i]);
+}
+
+// Nonzero when v is inf or nan (v - v is +0 for every finite v). An inf or nan
+// that entered a sliding sum stays in it after it left the window (inf - inf
+// is nan); the rows report it, OR-ed over the row, and the task restarts that
+// sum from a direct one at the next step, so it spoils only the windows that
+// hold it, as in the reference.
+inline uint64_t nonfinite_bits(double v) { return std::bit_cast<uint64_t>(v - v); }
+
+template <typename T, typename Pow>
+inline uint64_t forward_row(double* __restrict sum, const T* __restrict in,
+                            const T* __restrict out, const T* __restrict xc, T* __restrict yc,
+                            int64_t len, double alpha_n, double k, Pow pw) {
+  uint64_t bad = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    const double a = in[i], b = out[i];
+    const double sm = sum[i] + a * a;
+    yc[i] = xc[i] * pw(T(k + alpha_n * sm));
+    sum[i] = sm - b * b;
+    bad |= nonfinite_bits(sum[i]);
+  }
+  return bad;
+}
+
+// s, p = s^-beta, dy * p and t = dy * p * x / s of one channel; tsum += t.
+template <typename T, typename Pow>
+inline uint64_t backward_row(double* __restrict ssum, double* __restrict tsum,
+                             const T* __restrict in, const T* __restrict out,
+                             const T* __restrict xc, const T* __restrict gyc, T* __restrict tc,
+                             T* __restrict pc, int64_t len, double alpha_n, double k, Pow pw) {
+  uint64_t bad = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    const double a = in[i], b = out[i];
+    const double sm = ssum[i] + a * a;
+    T p, p_over_s;
+    pw.pow_ratio(T(k + alpha_n * sm), p, p_over_s);
+    const T t = gyc[i] * xc[i] * p_over_s;
+    tc[i] = t;
+    pc[i] = gyc[i] * p;
+    tsum[i] += double(t);
+    ssum[i] = sm - b * b;
+    bad |= nonfinite_bits(ssum[i]);
+  }
+  return bad;
+}
+
+// dx_j = dy_j p_j - grad * x_j * (sum of t over W'(j)); tsum -= the t leaving.
+template <typename T>
+inline uint64_t dx_row(double* __restrict tsum, const T* __restrict leaving,
+                       const T* __restrict pj, const T* __restrict xj, T* __restrict gxj,
+                       int64_t len, T grad) {
+  uint64_t bad = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    const double ts = tsum[i] - double(leaving[i]);
+    tsum[i] = ts;
+    gxj[i] = pj[i] - grad * xj[i] * T(ts);
+    bad |= nonfinite_bits(ts);
+  }
+  return bad;
+}
+
+// sum = sum of x^2 over channels [lo, hi) ∩ [0, C) of the block.
+template <typename T>
+void direct_sum(double* sum, const T* x, const LrnShape& s, int64_t lo, int64_t hi, int64_t len) {
+  std::fill(sum, sum + len, 0.0);
+  for (int64_t q = std::max<int64_t>(lo, 0); q < std::min(hi, s.c); ++q)
+    add_squares(sum, x + q * s.l, len);
+}
+
+// x, y at (n, channel 0, first position of the block); rows s.l apart.
+// The tasks are not inlined into their callers, so the loops are compiled
+// (and vectorized) with this section's options.
+template <typename T, typename Pow>
+C10_NOINLINE void forward_task(const LrnShape& s, const T* x, T* y, int64_t len,
+                               const LrnCoef<double>& cf, Pow pw, Scratch<T>& sc) {
+  const int64_t period = lrn_period(s.size);
+  bool restart = true;
+  for (int64_t c = 0; c < s.c; ++c) {
+    if (restart || c % period == 0) direct_sum(sc.sum, x, s, c - s.before, c + s.after, len);
+    const T* in = c + s.after < s.c ? x + (c + s.after) * s.l : sc.zeros;
+    const T* out = c - s.before >= 0 ? x + (c - s.before) * s.l : sc.zeros;
+    restart = forward_row(sc.sum, in, out, x + c * s.l, y + c * s.l, len, cf.alpha_n, cf.k, pw);
+  }
+}
+
+template <typename T, typename Pow>
+C10_NOINLINE void backward_task(const LrnShape& s, const T* gy, const T* x, T* gx, int64_t len,
+                                const LrnCoef<double>& cf, Pow pw, Scratch<T>& sc, int64_t R) {
+  const int64_t period = lrn_period(s.size);
+  auto ring_t = [&](int64_t c) { return sc.ring_t + (c % R) * sc.block; };
+  auto ring_p = [&](int64_t c) { return sc.ring_p + (c % R) * sc.block; };
+  bool restart_s = true, restart_t = false;
+  // dx_j; tsum holds t over [max(j - after - 1, 0), min(j + before, C - 1)].
+  auto emit = [&](int64_t j) {
+    const T* leaving = sc.zeros;
+    if (restart_t || (j > 0 && j % period == 0)) {  // restart the sum over W'(j) from the ring
+      std::fill(sc.tsum, sc.tsum + len, 0.0);
+      for (int64_t q = std::max<int64_t>(j - s.after, 0); q <= std::min(j + s.before, s.c - 1); ++q)
+        add_row(sc.tsum, ring_t(q), len);
+    } else if (j - s.after - 1 >= 0) {
+      leaving = ring_t(j - s.after - 1);
+    }
+    restart_t = dx_row(sc.tsum, leaving, ring_p(j), x + j * s.l, gx + j * s.l, len, T(cf.grad));
+  };
+  std::fill(sc.tsum, sc.tsum + len, 0.0);
+  for (int64_t c = 0; c < s.c; ++c) {
+    if (restart_s || c % period == 0) direct_sum(sc.sum, x, s, c - s.before, c + s.after, len);
+    const T* in = c + s.after < s.c ? x + (c + s.after) * s.l : sc.zeros;
+    const T* out = c - s.before >= 0 ? x + (c - s.before) * s.l : sc.zeros;
+    restart_s = backward_row(sc.sum, sc.tsum, in, out, x + c * s.l, gy + c * s.l, ring_t(c),
+                             ring_p(c), len, cf.alpha_n, cf.k, pw);
+    if (c - s.before >= 0) emit(c - s.before);  // W'(c - before) ends at c
+  }
+  for (int64_t j = std::max<int64_t>(s.c - s.before, 0); j < s.c; ++j) emit(j);
+}
+
+#ifdef LENETALEX_LRN_POP_OPTIONS
+#pragma GCC pop_options
+#endif
+
+// Runs task(offset of (n, 0, p0), len, scratch) over every (image, block of
+// positions) in parallel.
+template <typename T, typename Task>
+void for_each_block(const LrnShape& s, int64_t ring_slots, Task task) {
+  const int64_t want = (2 * at::get_num_threads() + s.n - 1) / s.n;  // blocks per image
+  // Long windows (a ring of many rows) take shorter rows: the ring stays ~1 MB.
+  const int64_t max_block =
+      std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(2 * ring_slots, 1), kMinBlock,
+                          kMaxBlock);
+  const int64_t per_image = std::max((s.l + max_block - 1) / max_block,
+                                     std::min(want, (s.l + kMinBlock - 1) / kMinBlock));
+  const int64_t block = ((s.l + per_image - 1) / per_image + 15) / 16 * 16;
+  const int64_t blocks = (s.l + block - 1) / block;
+  at::parallel_for(0, s.n * blocks, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> scratch(ring_slots, block);
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t n = idx / blocks, p0 = (idx % blocks) * block;
+      task(n * s.c * s.l + p0, std::min(block, s.l - p0), scratch);
+    }
+  });
+}
+
+// Calls f(pow functor) with the functor for beta (and k, alpha: InvPow075
+// needs every s = k + alpha / size * sum to be a normal positive number).
+template <typename T, typename F>
+void with_pow(const LrnCoef<double>& cf, F f) {
+  if (cf.beta_075 && cf.k >= std::numeric_limits<T>::min() && cf.alpha_n >= 0)
+    f(InvPow075<T>{});
+  else
+    f(InvPowGeneral<T>{T(cf.neg_beta)});
+}
+
+at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double alpha,
+                                   double beta, double k) {
+  const LrnShape s = check_local_response_norm(input, size);
+  const at::Tensor x = input.contiguous();
+  at::Tensor y = at::empty(input.sizes(), input.options());
+  if (y.numel() == 0) return y;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "local_response_norm_cpu", [&] {
+    const auto cf = lrn_coef<double>(size, alpha, beta, k);
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    with_pow<scalar_t>(cf, [&](auto pw) {
+      for_each_block<scalar_t>(s, 0, [&](int64_t off, int64_t len, Scratch<scalar_t>& sc) {
+        forward_task(s, xp + off, yp + off, len, cf, pw, sc);
+      });
+    });
+  });
+  return y;
+}
+
+at::Tensor local_response_norm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                            int64_t size, double alpha, double beta, double k) {
+  const LrnShape s = check_local_response_norm_backward(grad_output, input, size);
+  const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
+  at::Tensor gx = at::empty(input.sizes(), input.options());
+  if (gx.numel() == 0) return gx;
+  const int64_t R = lrn_ring_slots(s);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "local_response_norm_backward_cpu", [&] {
+    const auto cf = lrn_coef<double>(size, alpha, beta, k);
+    const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+    with_pow<scalar_t>(cf, [&](auto pw) {
+      for_each_block<scalar_t>(s, R, [&](int64_t off, int64_t len, Scratch<scalar_t>& sc) {
+        backward_task(s, gyp + off, xp + off, gxp + off, len, cf, pw, sc, R);
+      });
+    });
+  });
+  return gx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lenetalex, CPU, m) {
+  m.impl("local_response_norm", &local_response_norm_cpu);
+  m.impl("local_response_norm_backward", &local_response_norm_backward_cpu);
+}
+
+}  // namespace lenetalex
