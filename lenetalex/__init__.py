@@ -18,7 +18,7 @@ from .ops import (  # noqa: E402
     local_response_norm,
     rbf_distance,
 )
-from . import reference  # noqa: E402
+from . import models, nn, reference  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,8 @@ __all__ = [
     "conv2d_activation",
     "lenet_map_loss",
     "local_response_norm",
+    "models",
+    "nn",
     "rbf_distance",
     "reference",
 ]
