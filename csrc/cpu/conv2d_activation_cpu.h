@@ -79,9 +79,15 @@ bool batched_supported(const Conv2dShape& s);
 void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 
+// The channel-blocked direct forward (conv2d_activation_blocked.cpp).
+bool blocked_supported(const Conv2dShape& s);
+void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
+
 // Runs a direct path if one takes this call; float64 always goes the GEMM way.
 inline bool try_forward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
   if (batched_supported(s)) return forward_batched(s, a, act), true;
+  const bool cover = s.ph == 0 && s.pw == 0 && s.kh == s.h && s.kw == s.w;  // a plain GEMM
+  if (!cover && blocked_supported(s)) return forward_blocked(s, a, act), true;
   return false;
 }
 inline bool try_backward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {

@@ -76,6 +76,25 @@ inline void unpack_lanes(const float* src, int64_t n, float* dst, int64_t ld, in
     for (int t = 0; t < nt; ++t) dst[t * ld + q] = src[q * V + t];
 }
 
+// dst[j*dst_ld + i] = src[i*src_ld + j] for i < rows, j < cols: 16x16 blocks
+// in registers, the ragged edges one by one.
+inline void transpose(const float* src, int64_t src_ld, int64_t rows, int64_t cols, float* dst,
+                      int64_t dst_ld) {
+  __m512 r[16];
+  const int64_t rows16 = rows / V * V, cols16 = cols / V * V;
+  for (int64_t i = 0; i < rows16; i += V) {
+    for (int64_t j = 0; j < cols16; j += V) {
+      for (int k = 0; k < V; ++k) r[k] = _mm512_loadu_ps(src + (i + k) * src_ld + j);
+      transpose16(r);
+      for (int k = 0; k < V; ++k) _mm512_storeu_ps(dst + (j + k) * dst_ld + i, r[k]);
+    }
+    for (int64_t j = cols16; j < cols; ++j)
+      for (int64_t k = i; k < i + V; ++k) dst[j * dst_ld + k] = src[k * src_ld + j];
+  }
+  for (int64_t i = rows16; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * dst_ld + i] = src[i * src_ld + j];
+}
+
 }  // namespace simd
 }  // namespace conv_cpu
 }  // namespace lenetalex
