@@ -74,15 +74,15 @@ constexpr Choice kChoices[] = {
     {4, 6, &cblk_tile<4, 6>},   {6, 4, &cblk_tile<6, 4>},
 };
 
-// The tile with the fewest estimated cycles: per step R*B FMAs on two ports,
-// plus the B weight vectors it loads (they come from L1 or L2; the R
-// broadcasts are cheap by comparison).
+// The tile with the fewest estimated cycles: per step R*B FMAs on two ports
+// or R + B loads, whichever binds, plus the cost of the B weight vectors
+// coming from L1 or L2 (measured: small B with large R wins, B = 1 loses).
 Choice choose(int64_t vecs, int64_t pixels) {
   Choice best = kChoices[0];
   double best_cost = 1e300;
   for (const Choice& c : kChoices) {
     const double steps = double((vecs + c.b - 1) / c.b) * double((pixels + c.r - 1) / c.r);
-    const double cost = steps * (c.r * c.b * 0.5 + c.b * 0.75 + 0.5);
+    const double cost = steps * (std::max(c.r * c.b * 0.5, (c.r + c.b) * 0.6) + c.b * 0.75 + 0.5);
     if (cost < best_cost) best_cost = cost, best = c;
   }
   return best;
