@@ -1,0 +1,105 @@
+// conv2d_activation on the CPU: what the kernel files share.
+//
+// Two paths, picked per call in conv2d_activation_cpu.cpp:
+//   gemm   (conv2d_activation_gemm.cpp): im2col of a tile into a thread-local
+//          buffer, one GEMM per tile (ATen's, i.e. MKL), bias + activation on the
+//          tile while it is hot. Any shape, float32 and float64.
+//   direct (conv2d_activation_direct.cpp): AVX-512 register-blocked direct
+//          convolution for few channels and small kernels (LeNet's layers),
+//          float32 only.
+// Both apply the activation as the forward's epilogue and its derivative, from
+// the saved output, as the backward's prologue, tile by tile.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/activation.h"
+#include "ops/conv2d_activation.h"
+
+namespace lenetalex {
+namespace conv_cpu {
+
+// Output positions [lo, hi) whose input position o*s - p + k lies inside [0, size).
+inline void valid_range(int64_t out, int64_t size, int64_t s, int64_t p, int64_t k, int64_t& lo,
+                        int64_t& hi) {
+  lo = p - k > 0 ? (p - k + s - 1) / s : 0;  // o*s - p + k >= 0
+  const int64_t last = size - 1 + p - k;     // o*s - p + k <= size - 1
+  hi = last < 0 ? 0 : std::min(out, last / s + 1);
+  lo = std::min(lo, hi);
+}
+
+// Calls f(std::integral_constant<Activation, A>) so that loops inside f see the
+// activation as a constant: the switch in activation_forward folds away and the
+// loop vectorizes.
+template <typename F>
+inline void with_activation(Activation act, F&& f) {
+  switch (act) {
+    case Activation::Relu: return f(std::integral_constant<Activation, Activation::Relu>());
+    case Activation::Tanh: return f(std::integral_constant<Activation, Activation::Tanh>());
+    case Activation::ScaledTanh:
+      return f(std::integral_constant<Activation, Activation::ScaledTanh>());
+    default: return f(std::integral_constant<Activation, Activation::Identity>());
+  }
+}
+
+// dst[i] = act(src[i] + bias): the forward's epilogue on one row of a tile.
+template <Activation A, typename T>
+inline void bias_act_row(const T* src, T* dst, int64_t len, T bias) {
+  for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward<T>(A, src[i] + bias);
+}
+
+// gpre[i] = gy[i] * act'(y[i]): the backward's prologue on one row of a tile.
+template <Activation A, typename T>
+inline void grad_pre_row(const T* gy, const T* y, T* gpre, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) gpre[i] = gy[i] * activation_grad_from_output<T>(A, y[i]);
+}
+
+// Pointers of one call; grads not asked for are nullptr. Tensors are contiguous NCHW.
+template <typename T>
+struct ConvArgs {
+  const T* x;
+  const T* w;
+  const T* b;   // forward: bias or nullptr
+  T* y;         // forward: output
+  const T* gy;  // backward: grad_output
+  const T* yo;  // backward: saved output
+  T* gx;
+  T* gw;
+  T* gb;
+};
+
+template <typename T>
+void forward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act);
+template <typename T>
+void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act);
+
+// The image-batched direct path (conv2d_activation_batched.cpp).
+bool batched_supported(const Conv2dShape& s);
+void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
+void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
+
+// The channel-blocked direct forward (conv2d_activation_blocked.cpp).
+bool blocked_supported(const Conv2dShape& s);
+void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
+
+// Runs a direct path if one takes this call; float64 always goes the GEMM way.
+inline bool try_forward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
+  if (batched_supported(s)) return forward_batched(s, a, act), true;
+  const bool cover = s.ph == 0 && s.pw == 0 && s.kh == s.h && s.kw == s.w;  // a plain GEMM
+  if (!cover && blocked_supported(s)) return forward_blocked(s, a, act), true;
+  return false;
+}
+inline bool try_backward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
+  if (batched_supported(s)) return backward_batched(s, a, act), true;
+  return false;
+}
+inline bool try_forward_direct(const Conv2dShape&, const ConvArgs<double>&, Activation) {
+  return false;
+}
+inline bool try_backward_direct(const Conv2dShape&, const ConvArgs<double>&, Activation) {
+  return false;
+}
+
+}  // namespace conv_cpu
+}  // namespace lenetalex

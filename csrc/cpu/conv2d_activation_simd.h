@@ -1,0 +1,104 @@
+// AVX-512 helpers for the direct conv2d_activation kernels (float32).
+// Compiled only where the compiler targets AVX-512 (-march=native on such a
+// CPU); elsewhere LENETALEX_CONV_SIMD is 0 and the GEMM path does everything.
+#pragma once
+
+#if defined(__AVX512F__)
+#define LENETALEX_CONV_SIMD 1
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+// gcc 12 warns about the placeholder operand inside its own unpack/shuffle
+// intrinsics (-Wmaybe-uninitialized, a known false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace lenetalex {
+namespace conv_cpu {
+namespace simd {
+
+constexpr int V = 16;  // floats per vector
+
+// In-register transpose of a 16x16 float block: r[i] lane j <-> r[j] lane i.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {  // 2x2 blocks of single floats
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // 2x2 blocks of float pairs
+    for (int k = 0; k < 2; ++k) {
+      const __m512d a = _mm512_castps_pd(t[i + k]), b = _mm512_castps_pd(t[i + k + 2]);
+      r[i + 2 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      r[i + 2 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+  }
+  for (int i = 0; i < 16; i += 8) {  // 2x2 blocks of 128-bit quarters
+    for (int k = 0; k < 4; ++k) {
+      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
+      t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xdd);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {  // 2x2 blocks of 256-bit halves
+    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+  }
+}
+
+// Images to lanes: dst[q*16 + t] = src[t*ld + q] for q < n; lanes t >= nt are 0.
+inline void pack_lanes(const float* src, int64_t ld, int nt, int64_t n, float* dst) {
+  int64_t q = 0;
+  if (nt == V) {
+    __m512 r[16];
+    for (; q + V <= n; q += V) {
+      for (int t = 0; t < V; ++t) r[t] = _mm512_loadu_ps(src + t * ld + q);
+      transpose16(r);
+      for (int k = 0; k < V; ++k) _mm512_store_ps(dst + (q + k) * V, r[k]);
+    }
+  }
+  for (; q < n; ++q)
+    for (int t = 0; t < V; ++t) dst[q * V + t] = t < nt ? src[t * ld + q] : 0.0f;
+}
+
+// Lanes to images: dst[t*ld + q] = src[q*16 + t] for q < n, t < nt.
+inline void unpack_lanes(const float* src, int64_t n, float* dst, int64_t ld, int nt) {
+  int64_t q = 0;
+  if (nt == V) {
+    __m512 r[16];
+    for (; q + V <= n; q += V) {
+      for (int k = 0; k < V; ++k) r[k] = _mm512_load_ps(src + (q + k) * V);
+      transpose16(r);
+      for (int t = 0; t < V; ++t) _mm512_storeu_ps(dst + t * ld + q, r[t]);
+    }
+  }
+  for (; q < n; ++q)
+    for (int t = 0; t < nt; ++t) dst[t * ld + q] = src[q * V + t];
+}
+
+// dst[j*dst_ld + i] = src[i*src_ld + j] for i < rows, j < cols: 16x16 blocks
+// in registers, the ragged edges one by one.
+inline void transpose(const float* src, int64_t src_ld, int64_t rows, int64_t cols, float* dst,
+                      int64_t dst_ld) {
+  __m512 r[16];
+  const int64_t rows16 = rows / V * V, cols16 = cols / V * V;
+  for (int64_t i = 0; i < rows16; i += V) {
+    for (int64_t j = 0; j < cols16; j += V) {
+      for (int k = 0; k < V; ++k) r[k] = _mm512_loadu_ps(src + (i + k) * src_ld + j);
+      transpose16(r);
+      for (int k = 0; k < V; ++k) _mm512_storeu_ps(dst + (j + k) * dst_ld + i, r[k]);
+    }
+    for (int64_t j = cols16; j < cols; ++j)
+      for (int64_t k = i; k < i + V; ++k) dst[j * dst_ld + k] = src[k * src_ld + j];
+  }
+  for (int64_t i = rows16; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * dst_ld + i] = src[i * src_ld + j];
+}
+
+}  // namespace simd
+}  // namespace conv_cpu
+}  // namespace lenetalex
+
+#else
+#define LENETALEX_CONV_SIMD 0
+#endif
