@@ -31,12 +31,13 @@ $(VENV)/.deps:
 	$(PY) -m pip install -q numpy pytest expecttest ninja setuptools wheel tqdm
 	touch $@
 
-# Builds lenetalex._C in place (ninja reuses build/ between runs), then
-# registers the checkout in the venv without building again.
+# Builds lenetalex._C in place (ninja reuses build/ between runs), then, once,
+# registers the checkout in the venv (editable, with the `lenetalex` command)
+# without compiling again.
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	$(PY) setup.py build_ext --inplace
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e . --config-settings editable_mode=compat 2>/dev/null \
-	  || echo "$(CURDIR)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/lenetalex-dev.pth
+	[ -e $(VENV)/bin/lenetalex ] || LENETALEX_NO_EXTENSION=1 $(PY) -m pip install -q \
+	  --no-build-isolation --no-deps -e .
 	touch $@
 
 build: $(VENV)/.built

@@ -7,6 +7,9 @@ Overrides (environment):
   TORCH_CUDA_ARCH_LIST  architectures to compile for (default "8.0;9.0")
   LENETALEX_NATIVE=0  don't compile the CPU code with -march=native
   MAX_JOBS            parallel compile jobs (torch's own variable)
+  LENETALEX_NO_EXTENSION=1  install the Python package only, for an editable
+                      install over an extension already built with
+                      `setup.py build_ext --inplace` (the Makefile does this)
 
 Compiling CUDA needs nvcc, not a GPU.
 """
@@ -38,8 +41,10 @@ def _locate_cuda_home():
         candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
     candidates.append("/usr/local/cuda")
     for home in candidates:
-        if os.path.exists(os.path.join(home, "bin", "nvcc")) and os.path.isdir(
-            os.path.join(home, "include")
+        # A real toolkit has its runtime headers beside nvcc (an nvcc in
+        # /usr/local/bin alone doesn't make /usr/local a CUDA home).
+        if os.path.exists(os.path.join(home, "bin", "nvcc")) and os.path.exists(
+            os.path.join(home, "include", "cuda_runtime.h")
         ):
             os.environ["CUDA_HOME"] = home
             return
@@ -133,7 +138,13 @@ def _write_build_config(use_cuda):
         f.write(f"PYTHON_VERSION = {sys.version.split()[0]!r}\n")
 
 
+if os.environ.get("LENETALEX_NO_EXTENSION") == "1":
+    _say("LENETALEX_NO_EXTENSION=1: Python package only (extension built in place)")
+    EXT_MODULES = []
+else:
+    EXT_MODULES = [_extension()]
+
 setup(
-    ext_modules=[_extension()],
+    ext_modules=EXT_MODULES,
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

@@ -11,10 +11,25 @@ from ._loader import build_info, load_library
 
 _C = load_library()  # registers torch.ops.lenetalex.* before the Python side below
 
-from .ops import conv2d_activation  # noqa: E402
-from .ops import local_response_norm  # noqa: E402
-from . import reference  # noqa: E402
+from .ops import (  # noqa: E402
+    avg_subsample,
+    conv2d_activation,
+    lenet_map_loss,
+    local_response_norm,
+    rbf_distance,
+)
+from . import models, nn, reference  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "conv2d_activation", "reference"]
+__all__ = [
+    "avg_subsample",
+    "build_info",
+    "conv2d_activation",
+    "lenet_map_loss",
+    "local_response_norm",
+    "models",
+    "nn",
+    "rbf_distance",
+    "reference",
+]

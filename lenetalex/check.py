@@ -11,7 +11,9 @@ import torch
 
 OP_MODULES = [
     "lenetalex.ops.conv2d_activation",
+    "lenetalex.ops.avg_subsample",
     "lenetalex.ops.local_response_norm",
+    "lenetalex.ops.rbf_distance",
 ]
 
 # Error measured as max|fused - ref| / max(max|ref|, 1), per dtype.

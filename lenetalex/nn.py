@@ -18,7 +18,11 @@ def _function(impl, name):
     if impl == "fused":
         import lenetalex
 
-        return getattr(lenetalex, name)
+        try:
+            return getattr(lenetalex, name)
+        except AttributeError:
+            raise NotImplementedError(
+                f"impl='fused': this lenetalex build has no fused op {name!r}") from None
     if impl == "reference":
         return getattr(reference, name)
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -112,11 +116,25 @@ class Conv2dActivation(nn.Module):
         return s + f", impl={self.impl!r}"
 
 
+def num_trainable_parameters(module):
+    """Parameters that training can change: requires_grad ones, less the
+    weights a Conv2dActivation's connection table holds at zero."""
+    total = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    for m in module.modules():
+        if isinstance(m, Conv2dActivation) and m.connection_table is not None and m.weight.requires_grad:
+            kh, kw = m.kernel_size
+            total -= int((~m.connection_table).sum()) * kh * kw
+    return total
+
+
 class AvgSubsample(nn.Module):
     """LeNet-5's trainable subsampling: act(weight[c] * mean of each window + bias[c]).
 
-    init="default" starts at weight 1, bias 0 (plain average pooling);
-    init="lecun" draws both uniformly in +-2.4/fan_in, fan_in = kernel_size**2.
+    init="default" starts at weight 1, bias 0 (plain average pooling).
+    init="lecun" follows LeCun 1998, whose unit is coefficient * SUM of the
+    window with the coefficient uniform in +-2.4/F, F = kernel_size**2 (kh*kw): on the
+    mean that is a weight uniform in +-2.4 (the same function); the bias is
+    drawn in +-2.4/F.
     """
 
     def __init__(self, channels, kernel_size=2, stride=None, activation="scaled_tanh",
@@ -131,8 +149,9 @@ class AvgSubsample(nn.Module):
 
     def reset_parameters(self, init="default"):
         if init == "lecun":
-            lecun_uniform_(self.weight, self.kernel_size ** 2)
-            lecun_uniform_(self.bias, self.kernel_size ** 2)
+            lecun_uniform_(self.weight, 1)  # 2.4/F on the sum = 2.4 on the mean
+            kh, kw = _pair(self.kernel_size)
+            lecun_uniform_(self.bias, kh * kw)
         elif init == "default":
             nn.init.ones_(self.weight)
             nn.init.zeros_(self.bias)

@@ -56,7 +56,11 @@ def rbf_distance_broadcast(input, prototypes):
     return (input[:, None, :] - prototypes[None, :, :]).pow(2).sum(-1)
 
 
-DEFAULT_MAP_J = 1.0  # the paper says only "positive": see lenetalex.lenet_map_loss
+# The paper says only that j is positive. 84 is the distance from LeNet-5's
+# undecided F6 output (x = 0) to each of its 84-wide +-1 prototypes, about where
+# all distances start: the rubbish class competes while an input is far from
+# every prototype. Why, and the alternatives: lenetalex.lenet_map_loss.
+DEFAULT_MAP_J = 84.0
 
 
 def lenet_map_loss(distances, target, j=DEFAULT_MAP_J, reduction="mean"):

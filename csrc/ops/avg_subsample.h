@@ -1,0 +1,32 @@
+// avg_subsample: y = act(weight[c] * mean of each window of x[n, c] + bias[c]),
+// LeNet-5's trainable subsampling. Shapes and checks shared by the CPU and CUDA
+// kernels; the schema lives in avg_subsample.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace lenetalex {
+
+// Every size a subsampling kernel needs, worked out once from checked arguments.
+struct AvgSubsampleShape {
+  int64_t n, c, h, w;  // input
+  int64_t kh, kw;      // window
+  int64_t sh, sw;      // stride
+  int64_t oh, ow;      // output (floor mode, no padding)
+};
+
+// Checks the forward's arguments (ranks, channels, dtypes, devices, window and
+// stride sizes) and returns the geometry. Raises with the argument's name.
+AvgSubsampleShape check_avg_subsample(const at::Tensor& input, const at::Tensor& weight,
+                                      const at::Tensor& bias, at::IntArrayRef kernel_size,
+                                      at::IntArrayRef stride);
+
+// The backward's arguments: the forward's (less bias), plus grad_output and
+// output of the output's shape.
+AvgSubsampleShape check_avg_subsample_backward(const at::Tensor& grad_output,
+                                               const at::Tensor& output, const at::Tensor& input,
+                                               const at::Tensor& weight,
+                                               at::IntArrayRef kernel_size,
+                                               at::IntArrayRef stride);
+
+}  // namespace lenetalex

@@ -1,0 +1,47 @@
+// rbf_distance: schema and the argument checks every backend shares.
+// Kernels: cpu/rbf_distance_cpu.cpp, cuda/rbf_distance_cuda.cu.
+// Python entry, fake kernels and autograd: lenetalex/ops/rbf_distance.py.
+#include "ops/rbf_distance.h"
+
+#include <array>
+
+#include <torch/library.h>
+
+#include "common/checks.h"
+
+namespace lenetalex {
+
+static constexpr const char* kOp = "rbf_distance";
+
+RBFShape check_rbf_distance(const at::Tensor& input, const at::Tensor& prototypes) {
+  check_rank(kOp, "input", input, 2, "N, D");
+  check_rank(kOp, "prototypes", prototypes, 2, "K, D");
+  check_floating(kOp, "input", input);
+  check_same_dtype(kOp, "prototypes", prototypes, input);
+  check_same_device(kOp, "prototypes", prototypes, input);
+  TORCH_CHECK_VALUE(prototypes.size(1) == input.size(1), kOp, ": expected prototypes of width ",
+                    input.size(1), " (input's D), got shape ", prototypes.sizes());
+  return {input.size(0), prototypes.size(0), input.size(1)};
+}
+
+RBFShape check_rbf_distance_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                     const at::Tensor& prototypes) {
+  const RBFShape s = check_rbf_distance(input, prototypes);
+  const std::array<int64_t, 2> expected{s.n, s.k};
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected), kOp,
+                    "_backward: expected grad_output of shape ", at::IntArrayRef(expected),
+                    ", got ", grad_output.sizes());
+  check_same_dtype(kOp, "grad_output", grad_output, input);
+  check_same_device(kOp, "grad_output", grad_output, input);
+  return s;
+}
+
+TORCH_LIBRARY_FRAGMENT(lenetalex, m) {
+  m.def("rbf_distance(Tensor input, Tensor prototypes) -> Tensor");
+  // Grads not asked for in output_mask come back as empty tensors (shape (0,)).
+  m.def(
+      "rbf_distance_backward(Tensor grad_output, Tensor input, Tensor prototypes, "
+      "bool[2] output_mask) -> (Tensor, Tensor)");
+}
+
+}  // namespace lenetalex

@@ -1,0 +1,316 @@
+"""conv2d_activation on CUDA: forward and backward against the reference in
+float64, for float32/float16/bfloat16 (float64 for gradcheck), through both
+forward kernels (direct and implicit GEMM, forced by LENETALEX_CONV_CUDA_KERNEL).
+Every test here carries the `cuda` marker and skips without a GPU. The CPU
+tests of the op live in tests/test_conv_activation.py."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lenetalex
+from lenetalex import reference
+
+from conftest import HAS_CUDA, TOL, assert_close
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        HAS_CUDA and not lenetalex.build_info()["cuda_compiled"],
+        reason="lenetalex was built without its CUDA kernels",
+    ),
+]
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+ACTIVATIONS = ["scaled_tanh", "tanh", "relu", "identity"]
+KERNELS = ["auto", "direct", "gemm"]
+# Normalized-error factors over conftest.TOL: float32 convolutions are held to
+# ~1e-4 (DESIGN.md); half types to a couple of roundings of the output.
+FACTOR = {torch.float64: 1.0, torch.float32: 10.0, torch.float16: 2.0, torch.bfloat16: 2.0}
+
+# (name, input shape, weight shape, stride, padding, groups, activation)
+CASES = [
+    ("lenet_c1", (4, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, "scaled_tanh"),
+    ("lenet_c3", (4, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, "scaled_tanh"),
+    ("lenet_c5", (4, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1, "scaled_tanh"),
+    ("alexnet_conv1", (2, 3, 227, 227), (96, 3, 11, 11), 4, 0, 1, "relu"),
+    ("alexnet_conv2", (2, 96, 27, 27), (256, 48, 5, 5), 1, 2, 2, "relu"),
+    ("alexnet_conv3", (2, 256, 13, 13), (384, 256, 3, 3), 1, 1, 1, "relu"),
+    ("alexnet_conv4", (2, 384, 13, 13), (384, 192, 3, 3), 1, 1, 2, "relu"),
+    ("alexnet_conv5", (2, 384, 13, 13), (256, 192, 3, 3), 1, 1, 2, "relu"),
+    ("odd_s2x1_p1x2_g3", (3, 6, 11, 9), (9, 2, 3, 3), (2, 1), (1, 2), 3, "tanh"),
+    ("1x1", (2, 5, 7, 7), (4, 5, 1, 1), 1, 0, 1, "identity"),
+    ("70_out_channels", (1, 3, 23, 17), (70, 3, 11, 11), 4, 2, 1, "relu"),
+    ("depthwise", (2, 8, 9, 9), (8, 1, 3, 3), 1, 1, 8, "tanh"),
+    ("asym_kernel", (2, 4, 10, 12), (6, 4, 3, 5), (1, 2), (2, 0), 1, "scaled_tanh"),
+    ("wide_ragged", (1, 4, 40, 37), (10, 2, 3, 2), (1, 2), (1, 0), 2, "identity"),
+]
+CASE_IDS = [c[0] for c in CASES]
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request, monkeypatch):
+    """The forward kernel the op is made to use (read by the C++ side per call)."""
+    monkeypatch.setenv("LENETALEX_CONV_CUDA_KERNEL", request.param)
+    return request.param
+
+
+def make(xs, ws, dtype, seed=0, bias=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*xs, generator=g, dtype=torch.float64)
+    fan_in = max(ws[1] * ws[2] * ws[3], 1)
+    w = torch.randn(*ws, generator=g, dtype=torch.float64) / fan_in**0.5
+    b = torch.randn(ws[0], generator=g, dtype=torch.float64) if bias else None
+    cast = lambda t: None if t is None else t.to(device="cuda", dtype=dtype)
+    return cast(x), cast(w), cast(b)
+
+
+def ref64(x, w, b, stride, padding, groups, act):
+    """The reference in float64 on the same (already rounded) values."""
+    d = lambda t: None if t is None else t.double()
+    return reference.conv2d_activation(d(x), d(w), d(b), stride, padding, groups, act)
+
+
+def grad_from_output(y, act):
+    """act'(pre) written through y = act(pre), in float64: the backward's oracle."""
+    y = y.double()
+    if act == "relu":
+        return (y > 0).double()
+    if act == "tanh":
+        return 1 - y * y
+    if act == "scaled_tanh":
+        a, s = reference.SCALED_TANH_A, reference.SCALED_TANH_S
+        return s * (a - y * y / a)
+    return torch.ones_like(y)
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def backward_oracle(gy, y, x, w, stride, padding, groups, act):
+    """grad_input, grad_weight, grad_bias in float64 from the same grad_output and output."""
+    gpre = gy.double() * grad_from_output(y, act)
+    gx = torch.nn.grad.conv2d_input(x.shape, w.double(), gpre, stride, padding, 1, groups)
+    gw = torch.nn.grad.conv2d_weight(x.double(), w.shape, gpre, stride, padding, 1, groups)
+    return gx, gw, gpre.sum((0, 2, 3))
+
+
+# --- forward ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_forward_matches_reference(case, dtype, kernel):
+    _, xs, ws, stride, padding, groups, act = case
+    x, w, b = make(xs, ws, dtype)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    assert y.dtype == dtype and y.device == x.device
+    assert_close(y, ref64(x, w, b, stride, padding, groups, act), dtype, FACTOR[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_forward_activations(act, dtype, kernel):
+    x, w, b = make((3, 6, 11, 9), (9, 2, 3, 3), dtype)
+    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 2), 3, act)
+    assert_close(y, ref64(x, w, b, (2, 1), (1, 2), 3, act), dtype, FACTOR[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_forward_without_bias(dtype, kernel):
+    x, w, _ = make((2, 6, 14, 14), (16, 6, 5, 5), dtype, bias=False)
+    y = lenetalex.conv2d_activation(x, w, None, 1, 0, 1, "tanh")
+    assert_close(y, ref64(x, w, None, 1, 0, 1, "tanh"), dtype, FACTOR[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_forward_noncontiguous_and_channels_last(dtype, kernel):
+    x, w, b = make((2, 6, 30, 28), (8, 6, 5, 5), dtype)
+    strided = x[:, :, ::2, 1::2]  # (2, 6, 15, 14), not contiguous
+    assert not strided.is_contiguous()
+    want = ref64(strided, w, b, 1, 1, 1, "scaled_tanh")
+    assert_close(lenetalex.conv2d_activation(strided, w, b, 1, 1), want, dtype, FACTOR[dtype])
+    cl = strided.contiguous(memory_format=torch.channels_last)
+    wcl = w.contiguous(memory_format=torch.channels_last)
+    assert_close(lenetalex.conv2d_activation(cl, wcl, b, 1, 1), want, dtype, FACTOR[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_forward_batch_zero(dtype, kernel):
+    x, w, b = make((0, 3, 9, 9), (4, 3, 3, 3), dtype)
+    y = lenetalex.conv2d_activation(x, w, b, 2, 1)
+    assert y.shape == (0, 4, 5, 5) and y.device == x.device
+
+
+def test_forward_on_side_stream(kernel):
+    x, w, b = make((4, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        x2 = x * 2  # produced on the side stream: the op must run there too
+        y = lenetalex.conv2d_activation(x2, w, b)
+    side.synchronize()
+    assert_close(y, ref64(x * 2, w, b, 1, 0, 1, "scaled_tanh"), torch.float32, 10)
+
+
+# --- backward --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_backward_op_matches_oracle(case, dtype):
+    _, xs, ws, stride, padding, groups, act = case
+    x, w, b = make(xs, ws, dtype)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    gy = torch.randn(y.shape, dtype=torch.float64).to(device="cuda", dtype=dtype)
+    s, p = list(pair(stride)), list(pair(padding))
+    gx, gw, gb = torch.ops.lenetalex.conv2d_activation_backward(
+        gy, y, x, w, s, p, groups, act, [True, True, True]
+    )
+    want = backward_oracle(gy, y, x, w, s, p, groups, act)
+    for got, exp in zip((gx, gw, gb), want):
+        assert got.dtype == dtype and got.device == x.device
+        assert_close(got, exp, dtype, FACTOR[dtype])
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("case", CASES[:3] + CASES[8:], ids=CASE_IDS[:3] + CASE_IDS[8:])
+def test_autograd_float32_matches_reference(case, act, kernel):
+    _, xs, ws, stride, padding, groups, _ = case
+    x, w, b = make(xs, ws, torch.float32)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    refs = [t.double().requires_grad_() for t in (x, w, b)]
+    gy = torch.randn(lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act).shape,
+                     device="cuda")
+    lenetalex.conv2d_activation(*leaves, stride, padding, groups, act).backward(gy)
+    reference.conv2d_activation(*refs, stride, padding, groups, act).backward(gy.double())
+    for got, exp in zip(leaves, refs):
+        assert_close(got.grad, exp.grad, torch.float32, 10)
+
+
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False), (False, False, True),
+                                  (False, True, True)])
+def test_backward_output_mask(mask):
+    x, w, b = make((2, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    y = lenetalex.conv2d_activation(x, w, b)
+    gy = torch.randn_like(y)
+    got = torch.ops.lenetalex.conv2d_activation_backward(
+        gy, y, x, w, [1, 1], [0, 0], 1, "scaled_tanh", list(mask))
+    want = backward_oracle(gy, y, x, w, (1, 1), (0, 0), 1, "scaled_tanh")
+    for asked, g, exp in zip(mask, got, want):
+        if asked:
+            assert_close(g, exp, torch.float32, 10)
+        else:
+            assert g.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_backward_batch_zero(dtype):
+    x, w, b = make((0, 3, 9, 9), (4, 3, 3, 3), dtype)
+    y = lenetalex.conv2d_activation(x, w, b, 2, 1)
+    gx, gw, gb = torch.ops.lenetalex.conv2d_activation_backward(
+        torch.zeros_like(y), y, x, w, [2, 2], [1, 1], 1, "tanh", [True, True, True])
+    assert gx.shape == x.shape
+    assert gw.shape == w.shape and torch.equal(gw, torch.zeros_like(w))
+    assert gb.shape == (4,) and torch.equal(gb, torch.zeros_like(gb))
+
+
+def test_backward_noncontiguous_grad_output():
+    x, w, b = make((2, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = lenetalex.conv2d_activation(x, w, b)
+    gy = torch.randn(y.shape[::-1], device="cuda").permute(3, 2, 1, 0)  # not contiguous
+    got = torch.ops.lenetalex.conv2d_activation_backward(
+        gy, y, x, w, [1, 1], [0, 0], 1, "scaled_tanh", [True, True, True])
+    want = backward_oracle(gy, y, x, w, (1, 1), (0, 0), 1, "scaled_tanh")
+    for g, exp in zip(got, want):
+        assert_close(g, exp, torch.float32, 10)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[5]], ids=[CASE_IDS[0], CASE_IDS[5]])
+def test_backward_is_deterministic(case):
+    """grad_weight is reduced in split-K chunks summed in a fixed order: bitwise repeatable."""
+    _, xs, ws, stride, padding, groups, act = case
+    x, w, b = make((8,) + xs[1:], ws, torch.float32)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    gy = torch.randn_like(y)
+    s, p = list(pair(stride)), list(pair(padding))
+    first = torch.ops.lenetalex.conv2d_activation_backward(gy, y, x, w, s, p, groups, act, [True] * 3)
+    for _ in range(3):
+        again = torch.ops.lenetalex.conv2d_activation_backward(gy, y, x, w, s, p, groups, act, [True] * 3)
+        for a, c in zip(first, again):
+            assert torch.equal(a, c)
+
+
+# --- float64: gradcheck, opcheck, compile ----------------------------------
+
+SMALL = [
+    ((2, 3, 7, 6), (4, 3, 3, 3), 1, 1, 1, "scaled_tanh"),
+    ((2, 4, 9, 8), (6, 2, 3, 2), (2, 1), (1, 0), 2, "tanh"),
+    ((1, 2, 10, 10), (3, 2, 5, 5), 1, 0, 1, "relu"),
+    ((2, 3, 5, 5), (2, 3, 1, 1), 1, 0, 1, "identity"),
+]
+
+
+@pytest.mark.parametrize("case", SMALL, ids=[c[5] for c in SMALL])
+def test_gradcheck_float64(case, kernel):
+    xs, ws, stride, padding, groups, act = case
+    x, w, b = (t.requires_grad_() for t in make(xs, ws, torch.float64))
+    if act == "relu":  # keep pre-activations away from the kink
+        with torch.no_grad():
+            b += 0.5
+    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    x, w, b = make((2, 4, 9, 8), (6, 2, 3, 2), torch.float64)
+    for t in (x, w, b):
+        t.requires_grad_(requires_grad)
+    torch.library.opcheck(
+        torch.ops.lenetalex.conv2d_activation.default, (x, w, b, [2, 1], [1, 0], 2, "tanh"))
+    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 0), 2, "tanh").detach()
+    torch.library.opcheck(
+        torch.ops.lenetalex.conv2d_activation_backward.default,
+        (torch.randn_like(y), y, x.detach(), w.detach(), [2, 1], [1, 0], 2, "tanh",
+         [True, True, True]))
+
+
+def test_compile_fullgraph():
+    pytest.importorskip("triton")
+    x, w, b = make((4, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, 1, 0, 1, "scaled_tanh")
+    compiled = torch.compile(fn, fullgraph=True)
+    assert torch.equal(compiled(x, w, b), fn(x, w, b))
+
+
+# --- bad input --------------------------------------------------------------
+
+
+def test_mixed_devices_raise():
+    x, w, b = make((1, 3, 8, 8), (4, 3, 3, 3), torch.float32)
+    with pytest.raises(ValueError, match="weight.*device"):
+        lenetalex.conv2d_activation(x, w.cpu(), b)
+    with pytest.raises(ValueError, match="weight.*device"):
+        lenetalex.conv2d_activation(x.cpu(), w, b)
+    with pytest.raises(ValueError, match="bias.*device"):
+        lenetalex.conv2d_activation(x, w, b.cpu())
+    y = lenetalex.conv2d_activation(x, w, b)
+    with pytest.raises(ValueError, match="grad_output.*device"):
+        torch.ops.lenetalex.conv2d_activation_backward(
+            y.cpu(), y, x, w, [1, 1], [0, 0], 1, "scaled_tanh", [True, True, True])
+
+
+def test_unsupported_dtype_raises():
+    x = torch.randn(1, 1, 6, 6, device="cuda").to(torch.float8_e4m3fn)
+    w = torch.randn(2, 1, 3, 3, device="cuda").to(torch.float8_e4m3fn)
+    with pytest.raises(TypeError, match="float32, float16, bfloat16"):
+        lenetalex.conv2d_activation(x, w)
+
+
+def test_bad_kernel_override_raises(monkeypatch):
+    monkeypatch.setenv("LENETALEX_CONV_CUDA_KERNEL", "winograd")
+    x, w, b = make((1, 3, 8, 8), (4, 3, 3, 3), torch.float32)
+    with pytest.raises(ValueError, match="LENETALEX_CONV_CUDA_KERNEL"):
+        lenetalex.conv2d_activation(x, w, b)
