@@ -152,7 +152,8 @@ class Dist:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.enabled = self.world > 1
-        if self.enabled and not dist.is_initialized():
+        self.owns_group = self.enabled and not dist.is_initialized()
+        if self.owns_group:
             backend = "nccl" if args.device == "cuda" else "gloo"
             dist.init_process_group(backend, init_method=args.dist_url, rank=self.rank,
                                     world_size=self.world)
@@ -186,7 +187,7 @@ class Dist:
             raise RuntimeError(f"DDP: the parameters differ between ranks ({int(differ.item())} of {self.world})")
 
     def close(self):
-        if self.enabled and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
