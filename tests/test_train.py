@@ -33,11 +33,11 @@ def _tiny_lenet_args(root, *extra):
 
 @pytest.mark.skipif(not os.path.isdir(D.DEFAULT_ROOT), reason="no Fashion-MNIST installed")
 def test_lenet5_one_short_epoch_on_fashion_mnist(tmp_path):
-    # The default implementation (fused) and the default schedule, on 6,000 images.
-    model, history = _run(["lenet5", "--limit", "6000", "--test-limit", "2000", "--epochs", "1",
+    # The default implementation (fused) and the default schedule, on 12,000 images.
+    model, history = _run(["lenet5", "--limit", "12000", "--test-limit", "2000", "--epochs", "1",
                            "--threads", "1", "--no-progress", "--json", str(tmp_path / "m.json")])
     (h,) = history
-    assert h["test_accuracy"] > 0.45, h  # chance is 0.1
+    assert h["test_accuracy"] > 0.65, h  # chance is 0.1; measured 0.77
     assert h["train_loss"] < 40 and h["images_per_second"] > 0
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["epochs"][0]["test_accuracy"] == h["test_accuracy"]
