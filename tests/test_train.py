@@ -27,7 +27,7 @@ def _params(path):
 
 
 def _tiny_lenet_args(root, *extra):
-    return ["lenet5", "--data", str(root), "--impl", "reference", "--batch-size", "16",
+    return ["lenet5", "--data", str(root), "--batch-size", "16",
             "--momentum", "0.9", "--lr", "0.002", "--no-progress", "--threads", "1", *extra]
 
 
