@@ -90,6 +90,10 @@ def add_arguments(p):
                    help="lenet5 output: RBF + MAP loss, or linear + cross-entropy")
     p.add_argument("--variant", choices=("original", "torchvision"), default="original",
                    help="alexnet variant")
+    p.add_argument("--init", choices=("paper", "default"),
+                   help="paper: LeCun's uniform +-2.4/F (lenet5), N(0, 0.01^2) with biases 0/1 "
+                   "(alexnet); default: PyTorch's (default: the model's own: paper, except for "
+                   "alexnet --variant torchvision)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--impl", choices=("fused", "reference"), default="fused")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
@@ -207,12 +211,14 @@ def build(args, device, dtype):
     # 10 unless the labels say more (a --limit slice may miss some classes).
     num_classes = max(10, int(max(train[1].max(), test[1].max())) + 1)
     if args.model == "lenet5":
-        model = LeNet5(num_classes=num_classes, head=args.head, impl=args.impl)
+        model = LeNet5(num_classes=num_classes, head=args.head, impl=args.impl,
+                       init="default" if args.init == "default" else "lecun")
         train = (D.lenet_transform(train[0], dtype=dtype), train[1])
         test = (D.lenet_transform(test[0], dtype=dtype), test[1])
         transform = None
     else:
-        model = AlexNet(num_classes=num_classes, variant=args.variant, in_channels=1, impl=args.impl)
+        model = AlexNet(num_classes=num_classes, variant=args.variant, in_channels=1, impl=args.impl,
+                        init=args.init)
         pixels = train[0].to(torch.float64) / 255.0
         mean, std = pixels.mean().item(), pixels.std().item()
         size = model.input_size
