@@ -56,11 +56,10 @@ def rbf_distance_broadcast(input, prototypes):
     return (input[:, None, :] - prototypes[None, :, :]).pow(2).sum(-1)
 
 
-# The paper says only that j is positive. 84 is the distance from LeNet-5's
-# undecided F6 output (x = 0) to each of its 84-wide +-1 prototypes, about where
-# all distances start: the rubbish class competes while an input is far from
-# every prototype. Why, and the alternatives: lenetalex.lenet_map_loss.
-DEFAULT_MAP_J = 84.0
+# The paper says only that j is positive. 10 is about the correct-class distance
+# of a LeNet-5 a few epochs into training, so the rubbish class matters where
+# training is; why, the alternatives and a measurement: lenetalex.lenet_map_loss.
+DEFAULT_MAP_J = 10.0
 
 
 def lenet_map_loss(distances, target, j=DEFAULT_MAP_J, reduction="mean"):
