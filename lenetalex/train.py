@@ -4,8 +4,9 @@
     torchrun --nproc_per_node=2 -m lenetalex train lenet5 ...   # DDP
 
 LeNet-5 follows the paper: 32x32 input with background -0.1 and foreground
-1.175, the RBF output with fixed prototypes, the MAP loss (j = 1 by default,
-see LENET_TRAIN_J), SGD with the paper's per-pass learning-rate schedule.
+1.175, the RBF output with fixed prototypes, the MAP loss (with the op's
+default j, lenetalex.reference.DEFAULT_MAP_J), SGD with the paper's per-pass
+learning-rate schedule.
 The paper updates after every image with a per-parameter step
 eta/(mu + h_kk) (stochastic diagonal Levenberg-Marquardt); we use plain
 minibatch SGD and keep the shape of its schedule: the learning rate of pass
@@ -50,18 +51,12 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from . import data as D
+from .reference import DEFAULT_MAP_J
 
 MODELS = ("lenet5", "alexnet")
 PAPER_LENET_FACTORS = (1, 1, .4, .4, .4, .2, .2, .2, .1, .1, .1, .1) + (.02,) * 8
 DTYPES = {"float32": torch.float32, "float64": torch.float64,
           "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-# j of the MAP loss for training. The paper says only that j > 0. Measured
-# here (12,000 Fashion-MNIST images, 4 epochs, batch 32, the paper schedule):
-# j = 1, where the MLE term dominates, reached 84.4% test accuracy; j = 84
-# (lenetalex.lenet_map_loss's default, cross-entropy-like) 79.7% (81.3% with
-# momentum 0.9).
-LENET_TRAIN_J = 1.0
 
 # Per-model defaults, used where the command line leaves an option unset.
 DEFAULTS = {
@@ -84,8 +79,9 @@ def add_arguments(p):
                    "(default 0)")
     p.add_argument("--momentum", type=float, help="lenet5 0 (the paper's plain SGD), alexnet 0.9")
     p.add_argument("--weight-decay", type=float, help="lenet5 0, alexnet 5e-4")
-    p.add_argument("--map-j", type=float, default=LENET_TRAIN_J,
-                   help="j of LeNet-5's MAP loss (default: %(default)s; see LENET_TRAIN_J)")
+    p.add_argument("--map-j", type=float, default=DEFAULT_MAP_J,
+                   help="j of LeNet-5's MAP loss (default: %(default)s, the op's; why: "
+                   "help(lenetalex.lenet_map_loss))")
     p.add_argument("--head", choices=("rbf", "linear"), default="rbf",
                    help="lenet5 output: RBF + MAP loss, or linear + cross-entropy")
     p.add_argument("--variant", choices=("original", "torchvision"), default="original",
