@@ -69,6 +69,13 @@ struct ConvArgs {
   T* gb;
 };
 
+// c (m x n) = op(a) . op(b), or c += ... with accumulate: row-major matrices
+// with leading dimensions, on raw pointers, through ATen's GEMM (MKL).
+// Called inside parallel tasks, where MKL runs single-threaded.
+template <typename T>
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T* c, int64_t ldc, bool accumulate);
+
 template <typename T>
 void forward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act);
 template <typename T>
@@ -83,15 +90,22 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
 bool blocked_supported(const Conv2dShape& s);
 void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 
+// The Winograd path for 3x3 stride-1 layers (conv2d_activation_winograd.cpp).
+bool winograd_supported(const Conv2dShape& s);
+void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
+void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
+
 // Runs a direct path if one takes this call; float64 always goes the GEMM way.
 inline bool try_forward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
   if (batched_supported(s)) return forward_batched(s, a, act), true;
+  if (winograd_supported(s)) return forward_winograd(s, a, act), true;
   const bool cover = s.ph == 0 && s.pw == 0 && s.kh == s.h && s.kw == s.w;  // a plain GEMM
   if (!cover && blocked_supported(s)) return forward_blocked(s, a, act), true;
   return false;
 }
 inline bool try_backward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
   if (batched_supported(s)) return backward_batched(s, a, act), true;
+  if (winograd_supported(s)) return backward_winograd(s, a, act), true;
   return false;
 }
 inline bool try_forward_direct(const Conv2dShape&, const ConvArgs<double>&, Activation) {

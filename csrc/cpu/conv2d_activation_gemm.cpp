@@ -27,11 +27,7 @@
 
 namespace lenetalex {
 namespace conv_cpu {
-namespace {
 
-// c (m x n) = op(a) . op(b), or c += ..., row-major with leading dimensions, on
-// raw pointers, through ATen's GEMM (MKL). Called inside parallel tasks, where
-// MKL runs single-threaded; outside any parallel region it uses every thread.
 template <typename T>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
           int64_t ldb, T* c, int64_t ldc, bool accumulate) {
@@ -48,6 +44,13 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t
     at::mm_out(out, mat(a, ta, m, k, lda), mat(b, tb, k, n, ldb));
   }
 }
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t,
+                         const float*, int64_t, float*, int64_t, bool);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t,
+                          const double*, int64_t, double*, int64_t, bool);
+
+namespace {
 
 template <typename T>
 T* scratch(at::Tensor& holder, int64_t numel) {
