@@ -47,15 +47,17 @@ Tiling tiling(int64_t oh, int64_t ow) {
   return {oh, ow, th, tw, 2 * th + 2, 2 * tw + 2};
 }
 
+// The transforms below work on one image and vectorize over channels. Their
+// Winograd-domain side is laid out [point][tile][channel] with `ps` floats
+// between points, so that several images' tiles stack into one GEMM.
+
 // v[xi][t][c] = (B^T d B)[xi] for every tile t of the plane xn ([hp][wp][ch]).
-void input_transform(const float* xn, const Tiling& tl, int64_t ch, float* v) {
-  const int64_t T = tl.tiles(), pt = T * ch;
+void input_transform(const float* xn, const Tiling& tl, int64_t ch, float* v, int64_t ps) {
+  const int64_t row = tl.wp * ch;
   for (int64_t i = 0; i < tl.th; ++i)
     for (int64_t j = 0; j < tl.tw; ++j) {
-      const int64_t t = i * tl.tw + j;
       const float* d = xn + (2 * i * tl.wp + 2 * j) * ch;
-      const int64_t row = tl.wp * ch;
-      float* out = v + t * ch;
+      float* out = v + (i * tl.tw + j) * ch;
 #pragma omp simd
       for (int64_t c = 0; c < ch; ++c) {
         float x[4][4], r[4][4];
@@ -68,49 +70,20 @@ void input_transform(const float* xn, const Tiling& tl, int64_t ch, float* v) {
           r[3][b] = x[1][b] - x[3][b];
         }
         for (int a = 0; a < 4; ++a) {  // (B^T d) B
-          out[(a * 4 + 0) * pt + c] = r[a][0] - r[a][2];
-          out[(a * 4 + 1) * pt + c] = r[a][1] + r[a][2];
-          out[(a * 4 + 2) * pt + c] = r[a][2] - r[a][1];
-          out[(a * 4 + 3) * pt + c] = r[a][1] - r[a][3];
+          out[(a * 4 + 0) * ps + c] = r[a][0] - r[a][2];
+          out[(a * 4 + 1) * ps + c] = r[a][1] + r[a][2];
+          out[(a * 4 + 2) * ps + c] = r[a][2] - r[a][1];
+          out[(a * 4 + 3) * ps + c] = r[a][1] - r[a][3];
         }
       }
     }
 }
 
-// u[xi][ci][co] = (G g G^T)[xi] with g[k] = wt[((ci - ci0)*9 + k)*cout + co]
-// (k = 3*row + col), or with the kernel rotated by 180 degrees when flip; for
-// ci in [ci0, ci1).
-void weight_transform(const float* wt, int64_t cin, int64_t cout, bool flip, float* u,
-                      int64_t ci0, int64_t ci1) {
-  const int64_t pt = cin * cout;
-  for (int64_t ci = ci0; ci < ci1; ++ci) {
-    const float* src = wt + (ci - ci0) * 9 * cout;
-    float* out = u + ci * cout;
-#pragma omp simd
-    for (int64_t co = 0; co < cout; ++co) {
-      float g[3][3], r[4][3];
-      for (int k = 0; k < 9; ++k) g[k / 3][k % 3] = src[(flip ? 8 - k : k) * cout + co];
-      for (int b = 0; b < 3; ++b) {  // G g
-        r[0][b] = g[0][b];
-        r[1][b] = 0.5f * (g[0][b] + g[1][b] + g[2][b]);
-        r[2][b] = 0.5f * (g[0][b] - g[1][b] + g[2][b]);
-        r[3][b] = g[2][b];
-      }
-      for (int a = 0; a < 4; ++a) {  // (G g) G^T
-        out[(a * 4 + 0) * pt + co] = r[a][0];
-        out[(a * 4 + 1) * pt + co] = 0.5f * (r[a][0] + r[a][1] + r[a][2]);
-        out[(a * 4 + 2) * pt + co] = 0.5f * (r[a][0] - r[a][1] + r[a][2]);
-        out[(a * 4 + 3) * pt + co] = r[a][2];
-      }
-    }
-  }
-}
-
-// yn[oh][ow][co] = act(A^T m A + bias) for every tile, m[xi][t][co]; only
-// pixels inside oh x ow are written.
+// yn[oh][ow][co] = act(A^T m A + bias) for every tile; only pixels inside the
+// output are written.
 template <Activation A>
-void output_transform(const float* m, const Tiling& tl, int64_t cout, const float* bias, float* yn) {
-  const int64_t T = tl.tiles(), pt = T * cout;
+void output_transform(const float* m, const Tiling& tl, int64_t cout, int64_t ps,
+                      const float* bias, float* yn) {
   std::vector<float> zero(bias ? 0 : cout, 0.0f);
   const float* b = bias ? bias : zero.data();
   for (int64_t i = 0; i < tl.th; ++i)
@@ -118,32 +91,34 @@ void output_transform(const float* m, const Tiling& tl, int64_t cout, const floa
       const float* in = m + (i * tl.tw + j) * cout;
       const bool right = 2 * j + 1 < tl.ow, bottom = 2 * i + 1 < tl.oh;
       float* y00 = yn + (2 * i * tl.ow + 2 * j) * cout;
-      float* y10 = y00 + tl.ow * cout;
+      float* y01 = right ? y00 + cout : y00;  // a pixel past the edge rewrites y00 first
+      float* y10 = bottom ? y00 + tl.ow * cout : y00;
+      float* y11 = bottom ? y01 + tl.ow * cout : y01;
 #pragma omp simd
       for (int64_t co = 0; co < cout; ++co) {
         float x[4][4], s[2][4];
-        for (int p = 0; p < kPts; ++p) x[p / 4][p % 4] = in[p * pt + co];
+        for (int p = 0; p < kPts; ++p) x[p / 4][p % 4] = in[p * ps + co];
         for (int c = 0; c < 4; ++c) {  // A^T m
           s[0][c] = x[0][c] + x[1][c] + x[2][c];
           s[1][c] = x[1][c] - x[2][c] - x[3][c];
         }
         const float o00 = s[0][0] + s[0][1] + s[0][2], o01 = s[0][1] - s[0][2] - s[0][3];
         const float o10 = s[1][0] + s[1][1] + s[1][2], o11 = s[1][1] - s[1][2] - s[1][3];
+        // Stores in reverse order so that an aliased (past-the-edge) pixel
+        // is overwritten by the real one.
+        y11[co] = activation_forward<float>(A, o11 + b[co]);
+        y10[co] = activation_forward<float>(A, o10 + b[co]);
+        y01[co] = activation_forward<float>(A, o01 + b[co]);
         y00[co] = activation_forward<float>(A, o00 + b[co]);
-        if (right) y00[cout + co] = activation_forward<float>(A, o01 + b[co]);
-        if (bottom) {
-          y10[co] = activation_forward<float>(A, o10 + b[co]);
-          if (right) y10[cout + co] = activation_forward<float>(A, o11 + b[co]);
-        }
       }
     }
 }
 
 // gh[xi][t][co] = (A p A^T)[xi] for the 2x2 block p of gpre at each tile; gp is
-// a channels-last plane with rows wp*ch apart whose pixels past the output
-// are zero.
-void grad_output_transform(const float* gp, int64_t wp, const Tiling& tl, int64_t ch, float* gh) {
-  const int64_t T = tl.tiles(), pt = T * ch, row = wp * ch;
+// a channels-last plane, rows wp*ch apart, zero past the output.
+void grad_output_transform(const float* gp, int64_t wp, const Tiling& tl, int64_t ch, float* gh,
+                           int64_t ps) {
+  const int64_t row = wp * ch;
   for (int64_t i = 0; i < tl.th; ++i)
     for (int64_t j = 0; j < tl.tw; ++j) {
       const float* p = gp + (2 * i * wp + 2 * j) * ch;
@@ -154,16 +129,60 @@ void grad_output_transform(const float* gp, int64_t wp, const Tiling& tl, int64_
         const float h[4][2] = {{p00, p01}, {p00 + p10, p01 + p11}, {p00 - p10, p01 - p11},
                                {-p10, -p11}};  // A p
         for (int a = 0; a < 4; ++a) {         // (A p) A^T
-          out[(a * 4 + 0) * pt + c] = h[a][0];
-          out[(a * 4 + 1) * pt + c] = h[a][0] + h[a][1];
-          out[(a * 4 + 2) * pt + c] = h[a][0] - h[a][1];
-          out[(a * 4 + 3) * pt + c] = -h[a][1];
+          out[(a * 4 + 0) * ps + c] = h[a][0];
+          out[(a * 4 + 1) * ps + c] = h[a][0] + h[a][1];
+          out[(a * 4 + 2) * ps + c] = h[a][0] - h[a][1];
+          out[(a * 4 + 3) * ps + c] = -h[a][1];
         }
       }
     }
 }
 
-// Scratch of n floats; zeroed only where a zero border must stay zero.
+// The 16 points of G g G^T for one 3x3 kernel g, written out[xi * ps].
+inline void kernel_transform(const float g[3][3], float* out, int64_t ps) {
+  float r[4][3];
+  for (int b = 0; b < 3; ++b) {  // G g
+    r[0][b] = g[0][b];
+    r[1][b] = 0.5f * (g[0][b] + g[1][b] + g[2][b]);
+    r[2][b] = 0.5f * (g[0][b] - g[1][b] + g[2][b]);
+    r[3][b] = g[2][b];
+  }
+  for (int a = 0; a < 4; ++a) {  // (G g) G^T
+    out[(a * 4 + 0) * ps] = r[a][0];
+    out[(a * 4 + 1) * ps] = 0.5f * (r[a][0] + r[a][1] + r[a][2]);
+    out[(a * 4 + 2) * ps] = 0.5f * (r[a][0] - r[a][1] + r[a][2]);
+    out[(a * 4 + 3) * ps] = r[a][2];
+  }
+}
+
+// Forward weights: u[xi][c][o] for c in [c0, c1), from wt[((c - c0)*9 + k)][o]
+// (the block of W transposed).
+void weight_transform(const float* wt, int64_t cg, int64_t ocg, int64_t c0, int64_t c1, float* u) {
+  for (int64_t c = c0; c < c1; ++c) {
+    const float* src = wt + (c - c0) * 9 * ocg;
+#pragma omp simd
+    for (int64_t o = 0; o < ocg; ++o) {
+      float g[3][3];
+      for (int k = 0; k < 9; ++k) g[k / 3][k % 3] = src[k * ocg + o];
+      kernel_transform(g, u + c * ocg + o, cg * ocg);
+    }
+  }
+}
+
+// grad_input weights: u[xi][o][c] from W[o][c] rotated by 180 degrees, o in [o0, o1).
+void weight_transform_flipped(const float* w, int64_t cg, int64_t ocg, int64_t o0, int64_t o1,
+                              float* u) {
+  for (int64_t o = o0; o < o1; ++o) {
+    const float* src = w + o * cg * 9;
+#pragma omp simd
+    for (int64_t c = 0; c < cg; ++c) {
+      float g[3][3];
+      for (int k = 0; k < 9; ++k) g[k / 3][k % 3] = src[c * 9 + 8 - k];
+      kernel_transform(g, u + o * cg + c, cg * ocg);
+    }
+  }
+}
+
 float* buffer(at::Tensor& holder, int64_t n, bool zero = false) {
   const auto opts = at::TensorOptions().dtype(at::kFloat);
   holder = zero ? at::zeros({n}, opts) : at::empty({n}, opts);
@@ -171,7 +190,7 @@ float* buffer(at::Tensor& holder, int64_t n, bool zero = false) {
 }
 
 // Channels-last, zero-padded plane of one image's group: plane[top + ih][left + iw][c]
-// = src[c][ih][iw] (src: ch planes of h*w, hw apart). Only the interior is written.
+// = src[c][ih][iw] (src: ch planes of h*w). Only the interior is written.
 void pack_plane(const float* src, int64_t ch, int64_t h, int64_t w, int64_t top, int64_t left,
                 int64_t wp, float* plane, float* tmp) {
   simd::transpose(src, h * w, ch, h * w, tmp, ch);
@@ -179,17 +198,13 @@ void pack_plane(const float* src, int64_t ch, int64_t h, int64_t w, int64_t top,
     std::memcpy(plane + ((top + ih) * wp + left) * ch, tmp + ih * w * ch, w * ch * sizeof(float));
 }
 
-// The forward of one Winograd convolution of an image's packed plane xn
-// (cin channels) into yn ([oh][ow][cout], activation applied), given u.
-template <Activation A>
-void conv_image(const float* xn, const Tiling& tl, int64_t cin, int64_t cout, const float* u,
-                const float* bias, float* v, float* m, float* yn) {
-  const int64_t T = tl.tiles();
-  input_transform(xn, tl, cin, v);
-  for (int p = 0; p < kPts; ++p)
-    gemm<float>(false, false, T, cout, cin, v + p * T * cin, cin, u + p * cin * cout, cout,
-                m + p * T * cout, cout, false);
-  output_transform<A>(m, tl, cout, bias, yn);
+// Images per task: enough rows for efficient GEMMs and few passes over the
+// Winograd-domain weights, within a scratch budget, and at least one task per thread.
+int64_t images_per_task(int64_t n, int64_t groups, int64_t bytes_per_image) {
+  const int64_t threads = std::max(1, at::get_num_threads());
+  const int64_t budget = std::max<int64_t>(1, (int64_t(8) << 20) / bytes_per_image);
+  const int64_t per_thread = std::max<int64_t>(1, (n * groups + threads - 1) / threads / groups);
+  return std::clamp<int64_t>(std::min(budget, per_thread), 1, std::max<int64_t>(1, n));
 }
 
 }  // namespace
@@ -202,151 +217,177 @@ bool winograd_supported(const Conv2dShape& s) {
 void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
   const Tiling tl = tiling(s.oh, s.ow);
   const int64_t T = tl.tiles(), P = s.oh * s.ow, K9 = s.cg * 9;
-  // u[g][xi][c][o], from W transposed to [(c, k)][o], in blocks of input channels.
   const int64_t upt = kPts * s.cg * s.ocg, cblk = 16, ncb = (s.cg + cblk - 1) / cblk;
-  at::Tensor u_hold = at::empty({s.groups * upt}, at::TensorOptions().dtype(at::kFloat));
-  float* u = u_hold.mutable_data_ptr<float>();
+  // u[g][xi][c][o], from blocks of W transposed to [(c, k)][o].
+  at::Tensor u_hold;
+  float* u = buffer(u_hold, s.groups * upt);
   at::parallel_for(0, s.groups * ncb, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> wt(cblk * 9 * s.ocg);
     for (int64_t gb = begin; gb < end; ++gb) {
       const int64_t g = gb / ncb, c0 = gb % ncb * cblk, c1 = std::min(s.cg, c0 + cblk);
       simd::transpose(a.w + g * s.ocg * K9 + c0 * 9, K9, s.ocg, (c1 - c0) * 9, wt.data(), s.ocg);
-      weight_transform(wt.data(), s.cg, s.ocg, false, u + g * upt, c0, c1);
+      weight_transform(wt.data(), s.cg, s.ocg, c0, c1, u + g * upt);
     }
   });
-  at::parallel_for(0, s.n * s.groups, 1, [&](int64_t begin, int64_t end) {
+  const int64_t imgs = images_per_task(s.n, s.groups, kPts * T * (s.cg + s.ocg) * 4);
+  const int64_t chunks = (s.n + imgs - 1) / imgs;
+  at::parallel_for(0, chunks * s.groups, 1, [&](int64_t begin, int64_t end) {
     at::Tensor xn_b, tmp_b, v_b, m_b, yn_b;
     float* xn = buffer(xn_b, tl.hp * tl.wp * s.cg, true);  // zero border, interior rewritten
     float* tmp = buffer(tmp_b, s.h * s.w * s.cg);
-    float* v = buffer(v_b, kPts * T * s.cg);
-    float* m = buffer(m_b, kPts * T * s.ocg);
+    float* v = buffer(v_b, kPts * imgs * T * s.cg);
+    float* m = buffer(m_b, kPts * imgs * T * s.ocg);
     float* yn = buffer(yn_b, P * s.ocg);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / s.groups, g = task % s.groups;
-      pack_plane(a.x + (n * s.c + g * s.cg) * s.h * s.w, s.cg, s.h, s.w, s.ph, s.pw, tl.wp, xn,
-                 tmp);
-      with_activation(act, [&](auto A) {
-        conv_image<decltype(A)::value>(xn, tl, s.cg, s.ocg, u + g * upt,
-                                       a.b ? a.b + g * s.ocg : nullptr, v, m, yn);
-      });
-      simd::transpose(yn, s.ocg, P, s.ocg, a.y + (n * s.oc + g * s.ocg) * P, P);
+      const int64_t g = task % s.groups, n0 = task / s.groups * imgs;
+      const int64_t nimg = std::min(imgs, s.n - n0), rows = nimg * T;
+      for (int64_t i = 0; i < nimg; ++i) {
+        pack_plane(a.x + ((n0 + i) * s.c + g * s.cg) * s.h * s.w, s.cg, s.h, s.w, s.ph, s.pw,
+                   tl.wp, xn, tmp);
+        input_transform(xn, tl, s.cg, v + i * T * s.cg, rows * s.cg);
+      }
+      for (int p = 0; p < kPts; ++p)  // M[xi] = V[xi] . U[xi]
+        gemm<float>(false, false, rows, s.ocg, s.cg, v + p * rows * s.cg, s.cg,
+                    u + g * upt + p * s.cg * s.ocg, s.ocg, m + p * rows * s.ocg, s.ocg, false);
+      for (int64_t i = 0; i < nimg; ++i) {
+        with_activation(act, [&](auto A) {
+          output_transform<decltype(A)::value>(m + i * T * s.ocg, tl, s.ocg, rows * s.ocg,
+                                               a.b ? a.b + g * s.ocg : nullptr, yn);
+        });
+        simd::transpose(yn, s.ocg, P, s.ocg, a.y + ((n0 + i) * s.oc + g * s.ocg) * P, P);
+      }
     }
   });
 }
 
 void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
-  const Tiling tl = tiling(s.oh, s.ow);     // forward tiles (grad_weight)
-  const Tiling tx = tiling(s.h, s.w);       // grad_input tiles
-  const int64_t P = s.oh * s.ow, HW = s.h * s.w, K9 = s.cg * 9;
+  const Tiling tl = tiling(s.oh, s.ow);  // forward tiles (grad_weight)
+  const Tiling tx = tiling(s.h, s.w);    // grad_input tiles
+  const int64_t P = s.oh * s.ow, HW = s.h * s.w, T = tl.tiles(), TX = tx.tiles();
   const int64_t top = 2 - s.ph, left = 2 - s.pw;  // gpre's place in its padded plane
+  const int64_t gplane = tx.hp * tx.wp * s.ocg;
   const bool need_gx = a.gx != nullptr, need_gw = a.gw != nullptr;
-  const int64_t upt = kPts * s.cg * s.ocg;  // per group, u and grad u
+  const int64_t upt = kPts * s.cg * s.ocg;  // per group: u, grad u
 
-  // grad_input's weights: the kernel rotated, input and output channels swapped.
+  // grad_input's weights: ux[g][xi][o][c], the kernel rotated, channels swapped.
   at::Tensor ux_hold;
   float* ux = nullptr;
   if (need_gx) {
-    ux_hold = at::empty({s.groups * upt}, at::TensorOptions().dtype(at::kFloat));
-    ux = ux_hold.mutable_data_ptr<float>();
+    ux = buffer(ux_hold, s.groups * upt);
     const int64_t oblk = 16, nob = (s.ocg + oblk - 1) / oblk;
     at::parallel_for(0, s.groups * nob, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> wt(oblk * 9 * s.cg);
       for (int64_t gb = begin; gb < end; ++gb) {
         const int64_t g = gb / nob, o0 = gb % nob * oblk, o1 = std::min(s.ocg, o0 + oblk);
-        for (int64_t o = o0; o < o1; ++o)  // wt[(o*9 + k)][c] = W[o][c][k]
-          simd::transpose(a.w + (g * s.ocg + o) * K9, 9, s.cg, 9,
-                          wt.data() + (o - o0) * 9 * s.cg, s.cg);
-        weight_transform(wt.data(), s.ocg, s.cg, true, ux + g * upt, o0, o1);
+        weight_transform_flipped(a.w + g * s.ocg * s.cg * 9, s.cg, s.ocg, o0, o1, ux + g * upt);
       }
     });
   }
 
-  const int64_t tasks = s.n * s.groups;
+  const int64_t per_image = gplane + (need_gw ? kPts * T * (s.cg + s.ocg) : 0) +
+                            (need_gx ? kPts * TX * (s.cg + s.ocg) : 0);
+  const int64_t imgs = images_per_task(s.n, s.groups, per_image * 4);
+  const int64_t chunks = (s.n + imgs - 1) / imgs, tasks = chunks * s.groups;
   const int64_t slots = std::min<int64_t>(tasks, std::max(1, at::get_num_threads()));
-  at::Tensor gu_hold, gbs_hold;  // per slot: grad u [g][xi][c][o], grad bias
+  // Per slot: grad u as [g][xi][o][c] (so the inverse transform reads along c), grad bias.
+  at::Tensor gu_hold, gbs_hold;
   float* gu = need_gw ? buffer(gu_hold, slots * s.groups * upt, true) : nullptr;
   float* gbs = a.gb ? buffer(gbs_hold, slots * s.oc, true) : nullptr;
 
   at::parallel_for(0, slots, 1, [&](int64_t slot_begin, int64_t slot_end) {
     at::Tensor gq_b, tg_b, ty_b, xn_b, tmp_b, v_b, gh_b, vx_b, mx_b, gxn_b;
-    float* gq = buffer(gq_b, tx.hp * tx.wp * s.ocg, true);  // gpre, padded for grad_input
+    float* gq = buffer(gq_b, imgs * gplane, true);  // gpre per image, padded for grad_input
     float* tg = buffer(tg_b, P * s.ocg);
     float* ty = buffer(ty_b, P * s.ocg);
     float *xn = nullptr, *tmp = nullptr, *v = nullptr, *gh = nullptr;
     if (need_gw) {
       xn = buffer(xn_b, tl.hp * tl.wp * s.cg, true);
       tmp = buffer(tmp_b, HW * s.cg);
-      v = buffer(v_b, kPts * tl.tiles() * s.cg);
-      gh = buffer(gh_b, kPts * tl.tiles() * s.ocg);
+      v = buffer(v_b, kPts * imgs * T * s.cg);
+      gh = buffer(gh_b, kPts * imgs * T * s.ocg);
     }
     float *vx = nullptr, *mx = nullptr, *gxn = nullptr;
     if (need_gx) {
-      vx = buffer(vx_b, kPts * tx.tiles() * s.ocg);
-      mx = buffer(mx_b, kPts * tx.tiles() * s.cg);
+      vx = buffer(vx_b, kPts * imgs * TX * s.ocg);
+      mx = buffer(mx_b, kPts * imgs * TX * s.cg);
       gxn = buffer(gxn_b, HW * s.cg);
     }
     for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
       const int64_t task_begin = tasks * slot / slots, task_end = tasks * (slot + 1) / slots;
       for (int64_t task = task_begin; task < task_end; ++task) {
-        const int64_t n = task / s.groups, g = task % s.groups;
-        // Prologue: gpre = grad_output * act'(output), channels-last, into its padded plane.
-        const int64_t off = (n * s.oc + g * s.ocg) * P;
-        simd::transpose(a.gy + off, P, s.ocg, P, tg, s.ocg);
-        simd::transpose(a.yo + off, P, s.ocg, P, ty, s.ocg);
-        with_activation(act, [&](auto A) {
-          grad_pre_row<decltype(A)::value, float>(tg, ty, tg, P * s.ocg);
-        });
-        if (a.gb) {
-          float* acc = gbs + slot * s.oc + g * s.ocg;
-          for (int64_t q = 0; q < P; ++q)
-            for (int64_t o = 0; o < s.ocg; ++o) acc[o] += tg[q * s.ocg + o];
+        const int64_t g = task % s.groups, n0 = task / s.groups * imgs;
+        const int64_t nimg = std::min(imgs, s.n - n0), rows = nimg * T, rows_x = nimg * TX;
+        for (int64_t i = 0; i < nimg; ++i) {
+          // Prologue: gpre = grad_output * act'(output), channels-last, into its padded plane.
+          const int64_t n = n0 + i, off = (n * s.oc + g * s.ocg) * P;
+          float* plane = gq + i * gplane;
+          simd::transpose(a.gy + off, P, s.ocg, P, tg, s.ocg);
+          simd::transpose(a.yo + off, P, s.ocg, P, ty, s.ocg);
+          with_activation(act, [&](auto A) {
+            grad_pre_row<decltype(A)::value, float>(tg, ty, tg, P * s.ocg);
+          });
+          if (gbs) {
+            float* acc = gbs + slot * s.oc + g * s.ocg;
+            for (int64_t q = 0; q < P; ++q)
+#pragma omp simd
+              for (int64_t o = 0; o < s.ocg; ++o) acc[o] += tg[q * s.ocg + o];
+          }
+          for (int64_t oh = 0; oh < s.oh; ++oh)
+            std::memcpy(plane + ((top + oh) * tx.wp + left) * s.ocg, tg + oh * s.ow * s.ocg,
+                        s.ow * s.ocg * sizeof(float));
+          if (need_gw) {
+            pack_plane(a.x + (n * s.c + g * s.cg) * HW, s.cg, s.h, s.w, s.ph, s.pw, tl.wp, xn, tmp);
+            input_transform(xn, tl, s.cg, v + i * T * s.cg, rows * s.cg);
+            grad_output_transform(plane + (top * tx.wp + left) * s.ocg, tx.wp, tl, s.ocg,
+                                  gh + i * T * s.ocg, rows * s.ocg);
+          }
+          if (need_gx) input_transform(plane, tx, s.ocg, vx + i * TX * s.ocg, rows_x * s.ocg);
         }
-        for (int64_t oh = 0; oh < s.oh; ++oh)
-          std::memcpy(gq + ((top + oh) * tx.wp + left) * s.ocg, tg + oh * s.ow * s.ocg,
-                      s.ow * s.ocg * sizeof(float));
         if (need_gw) {
-          pack_plane(a.x + (n * s.c + g * s.cg) * HW, s.cg, s.h, s.w, s.ph, s.pw, tl.wp, xn, tmp);
-          input_transform(xn, tl, s.cg, v);
-          grad_output_transform(gq + (top * tx.wp + left) * s.ocg, tx.wp, tl, s.ocg, gh);
           float* part = gu + (slot * s.groups + g) * upt;
-          const int64_t T = tl.tiles();
-          for (int p = 0; p < kPts; ++p)  // grad u[xi] (cg x ocg) += V[xi]^T . Gh[xi]
-            gemm<float>(true, false, s.cg, s.ocg, T, v + p * T * s.cg, s.cg, gh + p * T * s.ocg,
-                        s.ocg, part + p * s.cg * s.ocg, s.ocg, true);
+          for (int p = 0; p < kPts; ++p)  // grad u[xi] (ocg x cg) += Gh[xi]^T . V[xi]
+            gemm<float>(true, false, s.ocg, s.cg, rows, gh + p * rows * s.ocg, s.ocg,
+                        v + p * rows * s.cg, s.cg, part + p * s.ocg * s.cg, s.cg, true);
         }
         if (need_gx) {
-          conv_image<Activation::Identity>(gq, tx, s.ocg, s.cg, ux + g * upt, nullptr, vx,
-                                           mx, gxn);
-          simd::transpose(gxn, s.cg, HW, s.cg, a.gx + (n * s.c + g * s.cg) * HW, HW);
+          for (int p = 0; p < kPts; ++p)  // Mx[xi] = Vx[xi] . Ux[xi]
+            gemm<float>(false, false, rows_x, s.cg, s.ocg, vx + p * rows_x * s.ocg, s.ocg,
+                        ux + g * upt + p * s.ocg * s.cg, s.cg, mx + p * rows_x * s.cg, s.cg,
+                        false);
+          for (int64_t i = 0; i < nimg; ++i) {
+            output_transform<Activation::Identity>(mx + i * TX * s.cg, tx, s.cg, rows_x * s.cg,
+                                                   nullptr, gxn);
+            simd::transpose(gxn, s.cg, HW, s.cg, a.gx + ((n0 + i) * s.c + g * s.cg) * HW, HW);
+          }
         }
       }
     }
   });
 
-  if (need_gw) {  // sum the slots, then gw = G^T (grad u) G for every (o, c)
-    at::parallel_for(0, s.groups * s.cg, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t gc = begin; gc < end; ++gc) {
-        const int64_t g = gc / s.cg, c = gc % s.cg;
+  if (need_gw) {  // sum the slots into slot 0, then gw = G^T (grad u) G for every (o, c)
+    for (int64_t sl = 1; sl < slots; ++sl) {
+      const float* src = gu + sl * s.groups * upt;
+      at::parallel_for(0, s.groups * upt, 1 << 14, [&](int64_t begin, int64_t end) {
 #pragma omp simd
-        for (int64_t o = 0; o < s.ocg; ++o) {
-          float x[4][4];
-          for (int p = 0; p < kPts; ++p) {
-            float acc = 0;
-            for (int64_t sl = 0; sl < slots; ++sl)
-              acc += gu[(sl * s.groups + g) * upt + (p * s.cg + c) * s.ocg + o];
-            x[p / 4][p % 4] = acc;
-          }
-          float q[3][4];
+        for (int64_t i = begin; i < end; ++i) gu[i] += src[i];
+      });
+    }
+    at::parallel_for(0, s.groups * s.ocg, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t go = begin; go < end; ++go) {
+        const int64_t g = go / s.ocg, o = go % s.ocg;
+        const float* x0 = gu + g * upt + o * s.cg;
+        float* out = a.gw + (g * s.ocg + o) * s.cg * 9;
+        for (int64_t c = 0; c < s.cg; ++c) {
+          float x[4][4], q[3][4];
+          for (int p = 0; p < kPts; ++p) x[p / 4][p % 4] = x0[p * s.cg * s.ocg + c];
           for (int b = 0; b < 4; ++b) {  // G^T X
             q[0][b] = x[0][b] + 0.5f * (x[1][b] + x[2][b]);
             q[1][b] = 0.5f * (x[1][b] - x[2][b]);
             q[2][b] = 0.5f * (x[1][b] + x[2][b]) + x[3][b];
           }
-          float* out = a.gw + ((g * s.ocg + o) * s.cg + c) * 9;
           for (int r = 0; r < 3; ++r) {  // (G^T X) G
-            out[r * 3 + 0] = q[r][0] + 0.5f * (q[r][1] + q[r][2]);
-            out[r * 3 + 1] = 0.5f * (q[r][1] - q[r][2]);
-            out[r * 3 + 2] = 0.5f * (q[r][1] + q[r][2]) + q[r][3];
+            out[c * 9 + r * 3 + 0] = q[r][0] + 0.5f * (q[r][1] + q[r][2]);
+            out[c * 9 + r * 3 + 1] = 0.5f * (q[r][1] - q[r][2]);
+            out[c * 9 + r * 3 + 2] = 0.5f * (q[r][1] + q[r][2]) + q[r][3];
           }
         }
       }
