@@ -239,7 +239,8 @@ void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
   pack_weights_forward(s, p, a.w, wk);
   const int64_t xplane = p.hp * p.wp * V, oplane = s.oh * p.owp * V;
 
-  at::parallel_for(0, p.blocks * s.groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.blocks * s.groups, grain(s, p.blocks * s.groups),
+                   [&](int64_t begin, int64_t end) {
     at::Tensor xb_hold, yb_hold, tmp_hold;
     float* xb = buffer(xb_hold, s.cg * xplane, true);
     float* yb = buffer(yb_hold, p.ocp * oplane, false);
@@ -305,13 +306,13 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   }
 
   const int64_t tasks = p.blocks * s.groups;
-  const int64_t slots = std::min<int64_t>(tasks, std::max(1, at::get_num_threads()));
+  const int64_t slots = slots_for(s, tasks);
   const int64_t gw_part = s.groups * ocp * p.K * V;  // per slot: [g][o][k][lane]
   at::Tensor gwv_hold, gbv_hold;
   float* gwv = need_gw ? buffer(gwv_hold, slots * gw_part, true) : nullptr;
   float* gbv = a.gb ? buffer(gbv_hold, slots * s.oc * V, true) : nullptr;
 
-  at::parallel_for(0, slots, 1, [&](int64_t slot_begin, int64_t slot_end) {
+  at::parallel_for(0, slots, grain(s, slots), [&](int64_t slot_begin, int64_t slot_end) {
     at::Tensor gp_hold, xb_hold, gx_hold, tg_hold, ty_hold;
     float* gp = buffer(gp_hold, ocp * gplane, true);
     float* tg = buffer(tg_hold, p.P * V, false);
@@ -372,7 +373,7 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   });
   // Sum the partials over slots (in order) and lanes.
   if (need_gw) {
-    at::parallel_for(0, s.oc, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.oc, grain(s, s.oc), [&](int64_t begin, int64_t end) {
       for (int64_t oc = begin; oc < end; ++oc) {
         const int64_t g = oc / s.ocg, o = oc % s.ocg;
         for (int64_t k = 0; k < p.K; ++k) {

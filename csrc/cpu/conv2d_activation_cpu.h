@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include <ATen/Parallel.h>
+
 #include "common/activation.h"
 #include "ops/conv2d_activation.h"
 
@@ -55,6 +57,26 @@ inline void grad_pre_row(const T* gy, const T* y, T* gpre, int64_t len) {
   for (int64_t i = 0; i < len; ++i) gpre[i] = gy[i] * activation_grad_from_output<T>(A, y[i]);
 }
 
+// Multiply-adds x 2 of the forward; the backward does about twice that.
+inline double conv_flops(const Conv2dShape& s) {
+  return 2.0 * s.n * s.oc * s.oh * s.ow * s.cg * s.kh * s.kw;
+}
+
+// Grain for at::parallel_for over n tasks of one call: all n (so it runs
+// inline) when the call is too small to pay for waking the other threads,
+// which on a busy machine can cost more than the work; else `fine`.
+inline int64_t grain(const Conv2dShape& s, int64_t n, int64_t fine = 1) {
+  return conv_flops(s) < 2e6 ? std::max<int64_t>(n, 1) : fine;
+}
+
+// Partial sums of a backward's reductions (grad_weight, grad_bias): one per
+// slot, a slot being a fixed range of tasks; summed in slot order, so results
+// do not depend on scheduling.
+inline int64_t slots_for(const Conv2dShape& s, int64_t tasks) {
+  if (conv_flops(s) < 2e6) return 1;
+  return std::min<int64_t>(tasks, std::max(1, at::get_num_threads()));
+}
+
 // Pointers of one call; grads not asked for are nullptr. Tensors are contiguous NCHW.
 template <typename T>
 struct ConvArgs {
@@ -89,6 +111,7 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
 // The channel-blocked direct forward (conv2d_activation_blocked.cpp).
 bool blocked_supported(const Conv2dShape& s);
 void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
+void backward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 
 // The Winograd path for 3x3 stride-1 layers (conv2d_activation_winograd.cpp).
 bool winograd_supported(const Conv2dShape& s);
@@ -106,6 +129,8 @@ inline bool try_forward_direct(const Conv2dShape& s, const ConvArgs<float>& a, A
 inline bool try_backward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
   if (batched_supported(s)) return backward_batched(s, a, act), true;
   if (winograd_supported(s)) return backward_winograd(s, a, act), true;
+  const bool cover = s.ph == 0 && s.pw == 0 && s.kh == s.h && s.kw == s.w;  // a plain GEMM
+  if (!cover && blocked_supported(s)) return backward_blocked(s, a, act), true;
   return false;
 }
 inline bool try_forward_direct(const Conv2dShape&, const ConvArgs<double>&, Activation) {

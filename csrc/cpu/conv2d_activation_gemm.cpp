@@ -175,7 +175,7 @@ void forward_cover_task(const Conv2dShape& s, const Geometry& geo, const ConvArg
 template <typename T>
 void forward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
   const Geometry geo = plan(s, sizeof(T));
-  at::parallel_for(0, geo.tasks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, geo.tasks, grain(s, geo.tasks), [&](int64_t begin, int64_t end) {
     at::Tensor col_hold, out_hold;
     T* colbuf = nullptr;
     T* outbuf = nullptr;
@@ -235,12 +235,12 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
   // Reductions over the batch (grad_weight, grad_bias) go to one partial per
   // slot; slots are fixed ranges of tasks, summed in slot order at the end, so
   // the result does not depend on scheduling.
-  const int64_t slots = std::min<int64_t>(geo.tasks, std::max(1, at::get_num_threads()));
+  const int64_t slots = slots_for(s, geo.tasks);
   const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   at::Tensor gw_part = a.gw ? at::zeros({slots, wsize}, opts) : at::Tensor();
   at::Tensor gb_part = a.gb ? at::zeros({slots, s.oc}, opts) : at::Tensor();
 
-  at::parallel_for(0, slots, 1, [&](int64_t slot_begin, int64_t slot_end) {
+  at::parallel_for(0, slots, grain(s, slots), [&](int64_t slot_begin, int64_t slot_end) {
     at::Tensor col_hold, gpre_hold;
     T* colbuf = nullptr;
     T* gpre = scratch<T>(gpre_hold, s.ocg * geo.max_cols);
@@ -332,7 +332,7 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
   // Sum the partials in slot order.
   auto reduce = [&](const at::Tensor& part, T* out, int64_t size) {
     const T* p = part.const_data_ptr<T>();
-    at::parallel_for(0, size, 4096, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, size, grain(s, size, 4096), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         T acc = p[i];
         for (int64_t k = 1; k < slots; ++k) acc += p[k * size + i];

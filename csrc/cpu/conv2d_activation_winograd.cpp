@@ -221,7 +221,7 @@ void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   // u[g][xi][c][o], from blocks of W transposed to [(c, k)][o].
   at::Tensor u_hold;
   float* u = buffer(u_hold, s.groups * upt);
-  at::parallel_for(0, s.groups * ncb, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.groups * ncb, grain(s, s.groups * ncb), [&](int64_t begin, int64_t end) {
     std::vector<float> wt(cblk * 9 * s.ocg);
     for (int64_t gb = begin; gb < end; ++gb) {
       const int64_t g = gb / ncb, c0 = gb % ncb * cblk, c1 = std::min(s.cg, c0 + cblk);
@@ -231,7 +231,8 @@ void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   });
   const int64_t imgs = images_per_task(s.n, s.groups, kPts * T * (s.cg + s.ocg) * 4);
   const int64_t chunks = (s.n + imgs - 1) / imgs;
-  at::parallel_for(0, chunks * s.groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, chunks * s.groups, grain(s, chunks * s.groups),
+                   [&](int64_t begin, int64_t end) {
     at::Tensor xn_b, tmp_b, v_b, m_b, yn_b;
     float* xn = buffer(xn_b, tl.hp * tl.wp * s.cg, true);  // zero border, interior rewritten
     float* tmp = buffer(tmp_b, s.h * s.w * s.cg);
@@ -275,7 +276,7 @@ void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activatio
   if (need_gx) {
     ux = buffer(ux_hold, s.groups * upt);
     const int64_t oblk = 16, nob = (s.ocg + oblk - 1) / oblk;
-    at::parallel_for(0, s.groups * nob, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.groups * nob, grain(s, s.groups * nob), [&](int64_t begin, int64_t end) {
       for (int64_t gb = begin; gb < end; ++gb) {
         const int64_t g = gb / nob, o0 = gb % nob * oblk, o1 = std::min(s.ocg, o0 + oblk);
         weight_transform_flipped(a.w + g * s.ocg * s.cg * 9, s.cg, s.ocg, o0, o1, ux + g * upt);
@@ -287,13 +288,13 @@ void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activatio
                             (need_gx ? kPts * TX * (s.cg + s.ocg) : 0);
   const int64_t imgs = images_per_task(s.n, s.groups, per_image * 4);
   const int64_t chunks = (s.n + imgs - 1) / imgs, tasks = chunks * s.groups;
-  const int64_t slots = std::min<int64_t>(tasks, std::max(1, at::get_num_threads()));
+  const int64_t slots = slots_for(s, tasks);
   // Per slot: grad u as [g][xi][o][c] (so the inverse transform reads along c), grad bias.
   at::Tensor gu_hold, gbs_hold;
   float* gu = need_gw ? buffer(gu_hold, slots * s.groups * upt, true) : nullptr;
   float* gbs = a.gb ? buffer(gbs_hold, slots * s.oc, true) : nullptr;
 
-  at::parallel_for(0, slots, 1, [&](int64_t slot_begin, int64_t slot_end) {
+  at::parallel_for(0, slots, grain(s, slots), [&](int64_t slot_begin, int64_t slot_end) {
     at::Tensor gq_b, tg_b, ty_b, xn_b, tmp_b, v_b, gh_b, vx_b, mx_b, gxn_b;
     float* gq = buffer(gq_b, imgs * gplane, true);  // gpre per image, padded for grad_input
     float* tg = buffer(tg_b, P * s.ocg);
@@ -366,12 +367,14 @@ void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activatio
   if (need_gw) {  // sum the slots into slot 0, then gw = G^T (grad u) G for every (o, c)
     for (int64_t sl = 1; sl < slots; ++sl) {
       const float* src = gu + sl * s.groups * upt;
-      at::parallel_for(0, s.groups * upt, 1 << 14, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, s.groups * upt, grain(s, s.groups * upt, 1 << 14),
+                       [&](int64_t begin, int64_t end) {
 #pragma omp simd
         for (int64_t i = begin; i < end; ++i) gu[i] += src[i];
       });
     }
-    at::parallel_for(0, s.groups * s.ocg, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.groups * s.ocg, grain(s, s.groups * s.ocg),
+                     [&](int64_t begin, int64_t end) {
       for (int64_t go = begin; go < end; ++go) {
         const int64_t g = go / s.ocg, o = go % s.ocg;
         const float* x0 = gu + g * upt + o * s.cg;

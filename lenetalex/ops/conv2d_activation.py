@@ -82,6 +82,21 @@ torch.library.register_autograd(
 )
 
 
+def _double_backward(ctx, *grads):
+    raise NotImplementedError(
+        "conv2d_activation: double backward (a gradient of the gradient) is not supported; "
+        "use lenetalex.reference.conv2d_activation for higher-order derivatives"
+    )
+
+
+# Without this, differentiating the backward op would silently give zeros.
+torch.library.register_autograd(
+    "lenetalex::conv2d_activation_backward",
+    _double_backward,
+    setup_context=lambda ctx, inputs, output: None,
+)
+
+
 # Shapes for `lenetalex check`: LeNet-5's and AlexNet's layers (small batch),
 # plus odd shapes, strides, groups and activations.
 CHECK_TOLERANCE_FACTOR = 1.0  # normalized error; the check's per-dtype tolerance is already conv-sized
