@@ -138,14 +138,18 @@ void grad_output_transform(const float* gp, int64_t wp, const Tiling& tl, int64_
     }
 }
 
-// The 16 points of G g G^T for one 3x3 kernel g, written out[xi * ps].
-inline void kernel_transform(const float g[3][3], float* out, int64_t ps) {
+// The 16 points of G g G^T for one 3x3 kernel, g[row][col] = load(3*row + col),
+// written out[xi * ps]. (A loader, not an array argument, keeps the caller's
+// loop vectorizable.)
+template <typename Load>
+inline void kernel_transform(Load load, float* out, int64_t ps) {
   float r[4][3];
   for (int b = 0; b < 3; ++b) {  // G g
-    r[0][b] = g[0][b];
-    r[1][b] = 0.5f * (g[0][b] + g[1][b] + g[2][b]);
-    r[2][b] = 0.5f * (g[0][b] - g[1][b] + g[2][b]);
-    r[3][b] = g[2][b];
+    const float g0 = load(b), g1 = load(3 + b), g2 = load(6 + b);
+    r[0][b] = g0;
+    r[1][b] = 0.5f * (g0 + g1 + g2);
+    r[2][b] = 0.5f * (g0 - g1 + g2);
+    r[3][b] = g2;
   }
   for (int a = 0; a < 4; ++a) {  // (G g) G^T
     out[(a * 4 + 0) * ps] = r[a][0];
@@ -161,25 +165,24 @@ void weight_transform(const float* wt, int64_t cg, int64_t ocg, int64_t c0, int6
   for (int64_t c = c0; c < c1; ++c) {
     const float* src = wt + (c - c0) * 9 * ocg;
 #pragma omp simd
-    for (int64_t o = 0; o < ocg; ++o) {
-      float g[3][3];
-      for (int k = 0; k < 9; ++k) g[k / 3][k % 3] = src[k * ocg + o];
-      kernel_transform(g, u + c * ocg + o, cg * ocg);
-    }
+    for (int64_t o = 0; o < ocg; ++o)
+      kernel_transform([&](int k) { return src[k * ocg + o]; }, u + c * ocg + o, cg * ocg);
   }
 }
 
 // grad_input weights: u[xi][o][c] from W[o][c] rotated by 180 degrees, o in [o0, o1).
+// Each W[o] ([c][9]) is first transposed to tmp[9][c], so the transform reads along c.
 void weight_transform_flipped(const float* w, int64_t cg, int64_t ocg, int64_t o0, int64_t o1,
                               float* u) {
+  std::vector<float> tmp(9 * cg);
   for (int64_t o = o0; o < o1; ++o) {
     const float* src = w + o * cg * 9;
+    for (int64_t c = 0; c < cg; ++c)
+      for (int k = 0; k < 9; ++k) tmp[(8 - k) * cg + c] = src[c * 9 + k];
+    const float* t = tmp.data();
 #pragma omp simd
-    for (int64_t c = 0; c < cg; ++c) {
-      float g[3][3];
-      for (int k = 0; k < 9; ++k) g[k / 3][k % 3] = src[c * 9 + 8 - k];
-      kernel_transform(g, u + o * cg + c, cg * ocg);
-    }
+    for (int64_t c = 0; c < cg; ++c)
+      kernel_transform([&](int k) { return t[k * cg + c]; }, u + o * cg + c, cg * ocg);
   }
 }
 
@@ -200,9 +203,9 @@ void pack_plane(const float* src, int64_t ch, int64_t h, int64_t w, int64_t top,
 
 // Images per task: enough rows for efficient GEMMs and few passes over the
 // Winograd-domain weights, within a scratch budget, and at least one task per thread.
-int64_t images_per_task(int64_t n, int64_t groups, int64_t bytes_per_image) {
+int64_t images_per_task(int64_t n, int64_t groups, int64_t bytes_per_image, int64_t budget_mib) {
   const int64_t threads = std::max(1, at::get_num_threads());
-  const int64_t budget = std::max<int64_t>(1, (int64_t(8) << 20) / bytes_per_image);
+  const int64_t budget = std::max<int64_t>(1, (budget_mib << 20) / bytes_per_image);
   const int64_t per_thread = std::max<int64_t>(1, (n * groups + threads - 1) / threads / groups);
   return std::clamp<int64_t>(std::min(budget, per_thread), 1, std::max<int64_t>(1, n));
 }
@@ -229,7 +232,7 @@ void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation
       weight_transform(wt.data(), s.cg, s.ocg, c0, c1, u + g * upt);
     }
   });
-  const int64_t imgs = images_per_task(s.n, s.groups, kPts * T * (s.cg + s.ocg) * 4);
+  const int64_t imgs = images_per_task(s.n, s.groups, kPts * T * (s.cg + s.ocg) * 4, 4);
   const int64_t chunks = (s.n + imgs - 1) / imgs;
   at::parallel_for(0, chunks * s.groups, grain(s, chunks * s.groups),
                    [&](int64_t begin, int64_t end) {
@@ -286,7 +289,7 @@ void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activatio
 
   const int64_t per_image = gplane + (need_gw ? kPts * T * (s.cg + s.ocg) : 0) +
                             (need_gx ? kPts * TX * (s.cg + s.ocg) : 0);
-  const int64_t imgs = images_per_task(s.n, s.groups, per_image * 4);
+  const int64_t imgs = images_per_task(s.n, s.groups, per_image * 4, 12);
   const int64_t chunks = (s.n + imgs - 1) / imgs, tasks = chunks * s.groups;
   const int64_t slots = slots_for(s, tasks);
   // Per slot: grad u as [g][xi][o][c] (so the inverse transform reads along c), grad bias.
