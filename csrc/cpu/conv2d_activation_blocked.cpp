@@ -261,11 +261,8 @@ void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
         const int64_t oc0 = ob * pc.OB, valid_oc = std::min(pc.OB, s.ocg - oc0);
         const float* bias = a.b ? a.b + g * s.ocg + oc0 : nullptr;
         with_activation(act, [&](auto A) {
-          for (int64_t q = 0; q < pc.P; ++q) {
-            float* row = acc + q * pc.OB;
-            for (int64_t l = 0; l < pc.OB; ++l)
-              row[l] = activation_forward<float>(A, row[l] + (bias && l < valid_oc ? bias[l] : 0.0f));
-          }
+          for (int64_t q = 0; q < pc.P; ++q)
+            bias_act_channels<decltype(A)::value, float>(acc + q * pc.OB, bias, valid_oc);
         });
         simd::transpose(acc, pc.OB, pc.P, valid_oc, a.y + (n * s.oc + g * s.ocg + oc0) * pc.P,
                         pc.P);

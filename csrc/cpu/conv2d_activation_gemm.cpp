@@ -163,10 +163,8 @@ void forward_cover_task(const Conv2dShape& s, const Geometry& geo, const ConvArg
           a.w + grp * s.ocg * geo.K, geo.K, y, s.oc, false);
   const T* b = a.b ? a.b + grp * s.ocg : nullptr;
   with_activation(act, [&](auto A) {
-    for (int64_t t = 0; t < nt; ++t) {
-      T* row = y + t * s.oc;
-      for (int64_t o = 0; o < s.ocg; ++o) row[o] = activation_forward<T>(A, row[o] + (b ? b[o] : T(0)));
-    }
+    for (int64_t t = 0; t < nt; ++t)
+      bias_act_channels<decltype(A)::value, T>(y + t * s.oc, b, s.ocg);
   });
 }
 
@@ -247,7 +245,8 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
     for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
       T* gwp = a.gw ? gw_part.mutable_data_ptr<T>() + slot * wsize : nullptr;
       T* gbp = a.gb ? gb_part.mutable_data_ptr<T>() + slot * s.oc : nullptr;
-      const int64_t task_begin = geo.tasks * slot / slots, task_end = geo.tasks * (slot + 1) / slots;
+      const int64_t task_begin = geo.tasks * slot / slots;
+      const int64_t task_end = geo.tasks * (slot + 1) / slots;
       for (int64_t task = task_begin; task < task_end; ++task) {
         const int64_t grp = task % s.groups, n0 = task / s.groups * geo.images;
         const int64_t nt = std::min(geo.images, s.n - n0);

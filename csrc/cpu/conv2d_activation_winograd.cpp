@@ -82,8 +82,8 @@ void input_transform(const float* xn, const Tiling& tl, int64_t ch, float* v, in
 // yn[oh][ow][co] = act(A^T m A + bias) for every tile; only pixels inside the
 // output are written.
 template <Activation A>
-void output_transform(const float* m, const Tiling& tl, int64_t cout, int64_t ps,
-                      const float* bias, float* yn) {
+LENETALEX_WIDE_VECTORS void output_transform(const float* m, const Tiling& tl, int64_t cout,
+                                             int64_t ps, const float* bias, float* yn) {
   std::vector<float> zero(bias ? 0 : cout, 0.0f);
   const float* b = bias ? bias : zero.data();
   for (int64_t i = 0; i < tl.th; ++i)
