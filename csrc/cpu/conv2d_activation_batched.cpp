@@ -29,19 +29,20 @@ namespace {
 
 using simd::V;
 
-// Yb[b][r] = sum over c, i, j of w[c][i][j][b] * x[c][i][r + j] for B output
-// channels (planes oplane apart) and R output columns; x points at the tile's
-// top-left input pixel, rows xrow apart, channels xplane apart.
+// Yb[b][r] = sum over c, kernel rows i in [i0, i1), j of w[c][i][j][b] *
+// x[c][i][r + j] for B output channels (planes oplane apart) and R output
+// columns; x points at the tile's top-left input pixel, rows xrow apart,
+// channels xplane apart. Rows outside [i0, i1) would only meet zero padding.
 template <int B, int R>
-void conv_tile(const float* x, int64_t C, int64_t kh, int64_t kw, int64_t xplane, int64_t xrow,
-               const float* w, float* out, int64_t oplane) {
+void conv_tile(const float* x, int64_t C, int64_t kh, int64_t i0, int64_t i1, int64_t kw,
+               int64_t xplane, int64_t xrow, const float* w, float* out, int64_t oplane) {
   __m512 acc[B][R];
 #pragma GCC unroll 16
   for (int b = 0; b < B; ++b)
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) acc[b][r] = _mm512_setzero_ps();
   for (int64_t c = 0; c < C; ++c) {
-    for (int64_t i = 0; i < kh; ++i) {
+    for (int64_t i = i0; i < i1; ++i) {
       const float* xr = x + c * xplane + i * xrow;
       const float* wr = w + (c * kh + i) * kw * B;
       for (int64_t j = 0; j < kw; ++j) {
@@ -103,8 +104,8 @@ void wgrad_tile(const float* g, int64_t gplane, int64_t grow, const float* x, in
 constexpr int kMaxB = 6, kMaxR = 16;
 constexpr int max_r(int b) { return b == 1 ? 16 : (32 - 1 - b) / b; }
 
-using ConvTileFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                            const float*, float*, int64_t);
+using ConvTileFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                            int64_t, const float*, float*, int64_t);
 using WgradTileFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t,
                              int64_t, float*, int64_t);
 
@@ -239,7 +240,8 @@ void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
   pack_weights_forward(s, p, a.w, wk);
   const int64_t xplane = p.hp * p.wp * V, oplane = s.oh * p.owp * V;
 
-  at::parallel_for(0, p.blocks * s.groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.blocks * s.groups, grain(s, p.blocks * s.groups),
+                   [&](int64_t begin, int64_t end) {
     at::Tensor xb_hold, yb_hold, tmp_hold;
     float* xb = buffer(xb_hold, s.cg * xplane, true);
     float* yb = buffer(yb_hold, p.ocp * oplane, false);
@@ -249,11 +251,15 @@ void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
       const int nt = static_cast<int>(std::min<int64_t>(V, s.n - n0));
       pack_input(s, p, a.x, n0, nt, g * s.cg, s.cg, xb, tmp);
       for (int64_t ob = 0; ob < nob; ++ob)
-        for (int64_t oh = 0; oh < s.oh; ++oh)
+        for (int64_t oh = 0; oh < s.oh; ++oh) {
+          // kernel rows that meet real input rows (ph <= oh + i < ph + h)
+          const int64_t i0 = std::max<int64_t>(0, s.ph - oh);
+          const int64_t i1 = std::min<int64_t>(s.kh, s.ph + s.h - oh);
           for (int64_t ow = 0; ow < p.owp; ow += R)
-            tile(xb + (oh * p.wp + ow) * V, s.cg, s.kh, s.kw, xplane, p.wp * V,
+            tile(xb + (oh * p.wp + ow) * V, s.cg, s.kh, i0, i1, s.kw, xplane, p.wp * V,
                  wk + (g * nob + ob) * p.K * B, yb + ob * B * oplane + (oh * p.owp + ow) * V,
                  oplane);
+        }
       // Epilogue on the lanes while they are hot, then back to NCHW.
       with_activation(act, [&](auto A) {
         for (int64_t o = 0; o < s.ocg; ++o) {
@@ -287,7 +293,8 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   const int64_t gplane = hq * wq * V, xplane = p.hp * p.wp * V, xoplane = s.h * wr * V;
   const int64_t gint = (top * wq + left) * V;  // offset of gpre's interior in a plane
 
-  // Flipped, transposed weights for grad_input: wf[g][cb][o][i][j][b] = W[o][cb*B+b][kh-1-i][kw-1-j].
+  // Flipped, transposed weights for grad_input:
+  // wf[g][cb][o][i][j][b] = W[o][cb*B + b][kh-1-i][kw-1-j].
   at::Tensor wf_hold;
   float* wf = nullptr;
   const int64_t ncb = cgp / xt.b, kk = s.kh * s.kw;
@@ -305,13 +312,13 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   }
 
   const int64_t tasks = p.blocks * s.groups;
-  const int64_t slots = std::min<int64_t>(tasks, std::max(1, at::get_num_threads()));
+  const int64_t slots = slots_for(s, tasks);
   const int64_t gw_part = s.groups * ocp * p.K * V;  // per slot: [g][o][k][lane]
   at::Tensor gwv_hold, gbv_hold;
   float* gwv = need_gw ? buffer(gwv_hold, slots * gw_part, true) : nullptr;
   float* gbv = a.gb ? buffer(gbv_hold, slots * s.oc * V, true) : nullptr;
 
-  at::parallel_for(0, slots, 1, [&](int64_t slot_begin, int64_t slot_end) {
+  at::parallel_for(0, slots, grain(s, slots), [&](int64_t slot_begin, int64_t slot_end) {
     at::Tensor gp_hold, xb_hold, gx_hold, tg_hold, ty_hold;
     float* gp = buffer(gp_hold, ocp * gplane, true);
     float* tg = buffer(tg_hold, p.P * V, false);
@@ -355,11 +362,15 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
         if (need_gx) {
           const ConvTileFn tile = tiles().conv[xt.b][xt.r];
           for (int64_t cb = 0; cb < ncb; ++cb)
-            for (int64_t ih = 0; ih < s.h; ++ih)
+            for (int64_t ih = 0; ih < s.h; ++ih) {
+              // kernel rows that meet gpre's rows (top <= ih + i < top + oh), not its padding
+              const int64_t i0 = std::max<int64_t>(0, top - ih);
+              const int64_t i1 = std::min<int64_t>(s.kh, top + s.oh - ih);
               for (int64_t iw = 0; iw < wr; iw += xt.r)
-                tile(gp + (ih * wq + iw) * V, s.ocg, s.kh, s.kw, gplane, wq * V,
+                tile(gp + (ih * wq + iw) * V, s.ocg, s.kh, i0, i1, s.kw, gplane, wq * V,
                      wf + (g * ncb + cb) * s.ocg * kk * xt.b,
                      gxb + cb * xt.b * xoplane + (ih * wr + iw) * V, xoplane);
+            }
           for (int64_t c = 0; c < s.cg; ++c) {
             float* dst = a.gx + (n0 * s.c + g * s.cg + c) * s.h * s.w;
             for (int64_t ih = 0; ih < s.h; ++ih)
@@ -372,7 +383,7 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   });
   // Sum the partials over slots (in order) and lanes.
   if (need_gw) {
-    at::parallel_for(0, s.oc, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.oc, grain(s, s.oc), [&](int64_t begin, int64_t end) {
       for (int64_t oc = begin; oc < end; ++oc) {
         const int64_t g = oc / s.ocg, o = oc % s.ocg;
         for (int64_t k = 0; k < p.K; ++k) {

@@ -27,11 +27,7 @@
 
 namespace lenetalex {
 namespace conv_cpu {
-namespace {
 
-// c (m x n) = op(a) . op(b), or c += ..., row-major with leading dimensions, on
-// raw pointers, through ATen's GEMM (MKL). Called inside parallel tasks, where
-// MKL runs single-threaded; outside any parallel region it uses every thread.
 template <typename T>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
           int64_t ldb, T* c, int64_t ldc, bool accumulate) {
@@ -48,6 +44,13 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t
     at::mm_out(out, mat(a, ta, m, k, lda), mat(b, tb, k, n, ldb));
   }
 }
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t,
+                         const float*, int64_t, float*, int64_t, bool);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t,
+                          const double*, int64_t, double*, int64_t, bool);
+
+namespace {
 
 template <typename T>
 T* scratch(at::Tensor& holder, int64_t numel) {
@@ -160,10 +163,8 @@ void forward_cover_task(const Conv2dShape& s, const Geometry& geo, const ConvArg
           a.w + grp * s.ocg * geo.K, geo.K, y, s.oc, false);
   const T* b = a.b ? a.b + grp * s.ocg : nullptr;
   with_activation(act, [&](auto A) {
-    for (int64_t t = 0; t < nt; ++t) {
-      T* row = y + t * s.oc;
-      for (int64_t o = 0; o < s.ocg; ++o) row[o] = activation_forward<T>(A, row[o] + (b ? b[o] : T(0)));
-    }
+    for (int64_t t = 0; t < nt; ++t)
+      bias_act_channels<decltype(A)::value, T>(y + t * s.oc, b, s.ocg);
   });
 }
 
@@ -172,7 +173,7 @@ void forward_cover_task(const Conv2dShape& s, const Geometry& geo, const ConvArg
 template <typename T>
 void forward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
   const Geometry geo = plan(s, sizeof(T));
-  at::parallel_for(0, geo.tasks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, geo.tasks, grain(s, geo.tasks), [&](int64_t begin, int64_t end) {
     at::Tensor col_hold, out_hold;
     T* colbuf = nullptr;
     T* outbuf = nullptr;
@@ -232,19 +233,20 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
   // Reductions over the batch (grad_weight, grad_bias) go to one partial per
   // slot; slots are fixed ranges of tasks, summed in slot order at the end, so
   // the result does not depend on scheduling.
-  const int64_t slots = std::min<int64_t>(geo.tasks, std::max(1, at::get_num_threads()));
+  const int64_t slots = slots_for(s, geo.tasks);
   const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   at::Tensor gw_part = a.gw ? at::zeros({slots, wsize}, opts) : at::Tensor();
   at::Tensor gb_part = a.gb ? at::zeros({slots, s.oc}, opts) : at::Tensor();
 
-  at::parallel_for(0, slots, 1, [&](int64_t slot_begin, int64_t slot_end) {
+  at::parallel_for(0, slots, grain(s, slots), [&](int64_t slot_begin, int64_t slot_end) {
     at::Tensor col_hold, gpre_hold;
     T* colbuf = nullptr;
     T* gpre = scratch<T>(gpre_hold, s.ocg * geo.max_cols);
     for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
       T* gwp = a.gw ? gw_part.mutable_data_ptr<T>() + slot * wsize : nullptr;
       T* gbp = a.gb ? gb_part.mutable_data_ptr<T>() + slot * s.oc : nullptr;
-      const int64_t task_begin = geo.tasks * slot / slots, task_end = geo.tasks * (slot + 1) / slots;
+      const int64_t task_begin = geo.tasks * slot / slots;
+      const int64_t task_end = geo.tasks * (slot + 1) / slots;
       for (int64_t task = task_begin; task < task_end; ++task) {
         const int64_t grp = task % s.groups, n0 = task / s.groups * geo.images;
         const int64_t nt = std::min(geo.images, s.n - n0);
@@ -329,7 +331,7 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
   // Sum the partials in slot order.
   auto reduce = [&](const at::Tensor& part, T* out, int64_t size) {
     const T* p = part.const_data_ptr<T>();
-    at::parallel_for(0, size, 4096, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, size, grain(s, size, 4096), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         T acc = p[i];
         for (int64_t k = 1; k < slots; ++k) acc += p[k * size + i];

@@ -91,8 +91,12 @@ inline void transpose(const float* src, int64_t src_ld, int64_t rows, int64_t co
     for (int64_t j = cols16; j < cols; ++j)
       for (int64_t k = i; k < i + V; ++k) dst[j * dst_ld + k] = src[k * src_ld + j];
   }
-  for (int64_t i = rows16; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) dst[j * dst_ld + i] = src[i * src_ld + j];
+  // Leftover rows (all of them when rows < 16, e.g. 3 input channels): walk
+  // the destination in order, reading the few source rows side by side.
+  if (rows16 < rows) {
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t i = rows16; i < rows; ++i) dst[j * dst_ld + i] = src[i * src_ld + j];
+  }
 }
 
 }  // namespace simd

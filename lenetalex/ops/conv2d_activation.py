@@ -1,7 +1,9 @@
 """conv2d_activation: act(conv2d(input, weight, bias)) as one fused op.
 
 Schema and checks: csrc/ops/conv2d_activation.cpp; kernels:
-csrc/cpu/conv2d_activation_cpu.cpp and csrc/cuda/conv2d_activation_cuda.cu;
+csrc/cpu/conv2d_activation_*.cpp (entry conv2d_activation_cpu.cpp; the CPU
+paths, image-batched direct, Winograd, channel-blocked direct and im2col/GEMM,
+are described in conv2d_activation_cpu.h) and csrc/cuda/conv2d_activation_cuda.cu;
 reference: lenetalex.reference.conv2d_activation; tests:
 tests/test_conv_activation.py.
 """
@@ -79,6 +81,21 @@ def _backward(ctx, grad):
 
 torch.library.register_autograd(
     "lenetalex::conv2d_activation", _backward, setup_context=_setup_context
+)
+
+
+def _double_backward(ctx, *grads):
+    raise NotImplementedError(
+        "conv2d_activation: double backward (a gradient of the gradient) is not supported; "
+        "use lenetalex.reference.conv2d_activation for higher-order derivatives"
+    )
+
+
+# Without this, differentiating the backward op would silently give zeros.
+torch.library.register_autograd(
+    "lenetalex::conv2d_activation_backward",
+    _double_backward,
+    setup_context=lambda ctx, inputs, output: None,
 )
 
 

@@ -1,0 +1,259 @@
+"""conv2d_activation on the CPU, path by path: the fused op against the reference.
+
+The CPU op picks one of four kernels by shape and dtype (csrc/cpu/
+conv2d_activation_cpu.h): image-batched direct (float32, few channels, stride 1,
+batch >= 16), Winograd (float32, 3x3 stride 1, >= 16 channels), channel-blocked
+direct (float32, >= 16 output channels), and im2col/GEMM (everything else,
+float64 always). The shape list below reaches every one of them, forward and
+backward, with odd sizes, strides, paddings and groups."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lenetalex
+from lenetalex import reference
+from conftest import TOL, assert_close
+
+ACTIVATIONS = ["scaled_tanh", "tanh", "relu", "identity"]
+CONV_FACTOR = 10.0  # convolutions sum many products: 1e-4 in float32 (DESIGN.md)
+
+# (name, input shape, weight shape, stride, padding, groups)
+CASES = [
+    # image-batched direct path (float32): LeNet's layers and relatives
+    ("lenet_c1", (20, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1),
+    ("lenet_c3", (17, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1),
+    ("batched_pad_g2", (16, 4, 9, 11), (6, 2, 3, 3), 1, (1, 2), 2),
+    ("batched_7x7_pad3", (18, 3, 12, 10), (5, 3, 7, 7), 1, 3, 1),
+    ("batched_1x1", (16, 5, 6, 7), (3, 5, 1, 1), 1, 0, 1),
+    # a kernel covering the whole input: a plain matrix product (LeNet's C5)
+    ("lenet_c5", (19, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1),
+    # Winograd path (float32): 3x3, stride 1, >= 16 channels, odd sizes and paddings
+    ("winograd_p1", (2, 32, 13, 13), (48, 32, 3, 3), 1, 1, 1),
+    ("winograd_p0_g2", (3, 40, 9, 12), (32, 20, 3, 3), 1, 0, 2),
+    ("winograd_p2_odd", (1, 16, 7, 6), (16, 16, 3, 3), 1, 2, 1),
+    ("winograd_asym_pad", (2, 16, 5, 8), (20, 16, 3, 3), 1, (2, 0), 1),
+    # channel-blocked direct path (float32): AlexNet-like
+    ("alexnet_conv1_s4", (2, 3, 35, 35), (96, 3, 11, 11), 4, 0, 1),
+    ("alexnet_conv2_g2", (2, 96, 13, 13), (256, 48, 5, 5), 1, 2, 2),
+    ("blocked_s2_odd", (3, 8, 11, 9), (20, 8, 3, 5), 2, (1, 2), 1),
+    ("blocked_g3", (2, 9, 10, 10), (48, 3, 5, 5), 1, 1, 3),
+    ("blocked_s4_pad", (2, 3, 17, 19), (32, 3, 11, 11), 4, 2, 1),
+    # im2col/GEMM path (float32: few channels and small batch)
+    ("gemm_s2_g3", (3, 6, 11, 9), (9, 2, 3, 3), 2, 1, 3),
+    ("gemm_1x1", (2, 5, 7, 7), (4, 5, 1, 1), 1, 0, 1),
+    ("gemm_1x1_s2", (3, 4, 9, 9), (6, 2, 1, 1), 2, 1, 2),
+    ("gemm_kernel_beyond_input", (1, 3, 6, 6), (3, 3, 8, 8), 1, 1, 1),
+    ("batch_1", (1, 2, 8, 8), (3, 2, 3, 3), 1, 1, 1),
+    ("batch_0", (0, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1),
+]
+
+
+def _tensors(xs, ws, dtype, device="cpu", seed=0, bias=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(xs, generator=g, dtype=torch.float64)
+    w = torch.randn(ws, generator=g, dtype=torch.float64) / (ws[1] * ws[2] * ws[3]) ** 0.5
+    b = torch.randn(ws[0], generator=g, dtype=torch.float64) if bias else None
+    cast = lambda t: None if t is None else t.to(device=device, dtype=dtype).requires_grad_()
+    return cast(x), cast(w), cast(b)
+
+
+def _forward_backward(fn, x, w, b, stride, padding, groups, activation):
+    y = fn(x, w, b, stride, padding, groups, activation)
+    g = torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)
+    inputs = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad(y, inputs, g, allow_unused=True) if y.numel() else [None] * 3
+    return y, grads
+
+
+def _check_against_reference(x, w, b, stride, padding, groups, activation, dtype):
+    y, grads = _forward_backward(lenetalex.conv2d_activation, x, w, b, stride, padding, groups, activation)
+    xr, wr = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    br = None if b is None else b.detach().double().requires_grad_()
+    y_ref, grads_ref = _forward_backward(reference.conv2d_activation, xr, wr, br, stride, padding, groups, activation)
+    assert y.dtype == dtype and y.is_contiguous()
+    assert_close(y, y_ref, dtype, CONV_FACTOR)
+    if y.numel():
+        for name, a, e in zip(["grad_input", "grad_weight", "grad_bias"], grads, grads_ref):
+            assert a is not None, name
+            assert_close(a, e, dtype, CONV_FACTOR)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_matches_reference_cpu(case, dtype):
+    _, xs, ws, stride, padding, groups = case
+    # one activation per case, rotating, so every path meets every activation
+    activation = ACTIVATIONS[CASES.index(case) % len(ACTIVATIONS)]
+    x, w, b = _tensors(xs, ws, dtype)
+    _check_against_reference(x, w, b, stride, padding, groups, activation, dtype)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "alexnet_conv2_g2", "gemm_s2_g3"])
+def test_every_activation_on_every_path(name, activation):
+    _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
+    x, w, b = _tensors(xs, ws, torch.float32, seed=1)
+    _check_against_reference(x, w, b, stride, padding, groups, activation, torch.float32)
+
+
+@pytest.mark.parametrize("name", ["lenet_c1", "winograd_p0_g2", "blocked_s2_odd", "gemm_1x1"])
+def test_without_bias(name):
+    _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
+    x, w, _ = _tensors(xs, ws, torch.float32, bias=False)
+    _check_against_reference(x, w, None, stride, padding, groups, "tanh", torch.float32)
+
+
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "alexnet_conv2_g2", "gemm_s2_g3"])
+@pytest.mark.parametrize("layout", ["channels_last", "non_contiguous"])
+def test_memory_layouts(name, layout):
+    _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
+    x, w, b = _tensors(xs, ws, torch.float32)
+    if layout == "channels_last":
+        x = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+        w = w.detach().to(memory_format=torch.channels_last).requires_grad_()
+    else:  # every other column of a wider tensor, and a transposed weight view
+        wide = torch.zeros(*xs[:3], 2 * xs[3], dtype=torch.float32)
+        wide[..., ::2] = x.detach()
+        x = wide[..., ::2].requires_grad_()
+        w = w.detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()
+        assert not x.is_contiguous()
+    _check_against_reference(x, w, b, stride, padding, groups, "scaled_tanh", torch.float32)
+
+
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "alexnet_conv2_g2", "alexnet_conv1_s4", "gemm_s2_g3"])
+def test_backward_output_mask_subsets(name):
+    # Each grad alone must equal the same grad computed together with the others.
+    _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
+    x, w, b = _tensors(xs, ws, torch.float32)
+    x, w = x.detach(), w.detach()
+    y = lenetalex.conv2d_activation(x, w, b.detach(), stride, padding, groups, "relu")
+    gy = torch.randn_like(y)
+    st = [stride] * 2 if isinstance(stride, int) else list(stride)
+    pd = [padding] * 2 if isinstance(padding, int) else list(padding)
+    op = torch.ops.lenetalex.conv2d_activation_backward
+    full = op(gy, y, x, w, st, pd, groups, "relu", [True, True, True])
+    for i in range(3):
+        mask = [j == i for j in range(3)]
+        part = op(gy, y, x, w, st, pd, groups, "relu", mask)
+        torch.testing.assert_close(part[i], full[i], rtol=1e-5, atol=1e-5)
+        for j in range(3):
+            if j != i:
+                assert part[j].shape == (0,)
+
+
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "alexnet_conv2_g2", "lenet_c5"])
+def test_backward_is_deterministic(name):
+    _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
+    x, w, b = _tensors(xs, ws, torch.float32)
+    runs = [_forward_backward(lenetalex.conv2d_activation, x, w, b, stride, padding, groups, "tanh")[1] for _ in range(2)]
+    for a, b_ in zip(*runs):
+        assert torch.equal(a, b_)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradcheck_float64(activation):
+    x, w, b = _tensors((2, 4, 6, 5), (6, 2, 3, 3), torch.float64, seed=3)
+    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 0), 2, activation)
+    assert torch.autograd.gradcheck(fn, (x, w, b), eps=1e-6, atol=1e-7)
+
+
+def test_double_backward_raises():
+    # The backward is its own op without a double backward; a second
+    # derivative must raise rather than return a wrong number.
+    x, w, b = _tensors((1, 1, 4, 4), (1, 1, 3, 3), torch.float64)
+    y = lenetalex.conv2d_activation(x, w, b)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        torch.autograd.grad(gx.sum(), w)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("name", ["lenet_c3", "gemm_s2_g3", "winograd_p0_g2"])
+def test_opcheck(name, requires_grad):
+    _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
+    x, w, b = _tensors(xs, ws, torch.float32)
+    x, w, b = (t.detach().requires_grad_(requires_grad) for t in (x, w, b))
+    st = [stride] * 2 if isinstance(stride, int) else list(stride)
+    pd = [padding] * 2 if isinstance(padding, int) else list(padding)
+    torch.library.opcheck(torch.ops.lenetalex.conv2d_activation.default, (x, w, b, st, pd, groups, "tanh"))
+    y = lenetalex.conv2d_activation(x.detach(), w.detach(), b.detach(), st, pd, groups, "tanh")
+    gy = torch.randn_like(y)
+    torch.library.opcheck(
+        torch.ops.lenetalex.conv2d_activation_backward.default,
+        (gy, y, x.detach(), w.detach(), st, pd, groups, "tanh", [True, True, requires_grad]),
+    )
+
+
+class _Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(torch.randn(6, 1, 5, 5) / 5)
+        self.b1 = torch.nn.Parameter(torch.randn(6))
+        self.w2 = torch.nn.Parameter(torch.randn(16, 6, 3, 3) / 7)
+
+    def forward(self, x):
+        y = lenetalex.conv2d_activation(x, self.w1, self.b1, activation="scaled_tanh")
+        return lenetalex.conv2d_activation(y, self.w2, None, stride=2, padding=1, activation="relu")
+
+
+def test_torch_compile_fullgraph():
+    torch.manual_seed(0)
+    block, x = _Block(), torch.randn(16, 1, 12, 12)
+    eager = block(x)
+    eager.sum().backward()
+    grads = [p.grad.clone() for p in block.parameters()]
+    block.zero_grad()
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, eager, rtol=0, atol=0)
+    for p, g in zip(block.parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
+
+
+# Bad input: a clear exception that names the argument.
+def _args(**kw):
+    args = dict(input=torch.randn(2, 4, 8, 8), weight=torch.randn(6, 4, 3, 3), bias=torch.randn(6),
+                stride=1, padding=0, groups=1, activation="relu")
+    args.update(kw)
+    return args
+
+
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [
+        (dict(input=torch.randn(4, 8, 8)), ValueError, "input to be 4-D"),
+        (dict(weight=torch.randn(6, 4, 3)), ValueError, "weight to be 4-D"),
+        (dict(weight=torch.randn(6, 3, 3, 3)), ValueError, "weight expects 3 input channels"),
+        (dict(groups=3), ValueError, "groups=3"),
+        (dict(weight=torch.randn(6, 2, 3, 3), groups=2, input=torch.randn(2, 5, 8, 8)), ValueError, "groups=2"),
+        (dict(bias=torch.randn(5)), ValueError, "bias of length 6"),
+        (dict(bias=torch.randn(6, 1)), ValueError, "bias to be 1-D"),
+        (dict(input=torch.randint(0, 5, (2, 4, 8, 8))), TypeError, "input to be a floating-point"),
+        (dict(weight=torch.randn(6, 4, 3, 3, dtype=torch.float64)), TypeError, "weight to have the dtype of input"),
+        (dict(input=torch.randn(2, 4, 8, 8, dtype=torch.float16), weight=torch.randn(6, 4, 3, 3, dtype=torch.float16),
+              bias=None), TypeError, "on the CPU input must be float32 or float64"),
+        (dict(weight=torch.randn(6, 4, 3, 3, device="meta")), ValueError, "weight to be on the device of input"),
+        (dict(bias=torch.randn(6, device="meta")), ValueError, "bias to be on the device of input"),
+        (dict(stride=0), ValueError, "stride to be >= 1"),
+        (dict(stride=(1, 0)), ValueError, "stride to be >= 1"),
+        (dict(padding=-1), ValueError, "padding to be >= 0"),
+        (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
+        (dict(weight=torch.randn(6, 4, 9, 3)), ValueError, "larger than the padded input"),
+        (dict(groups=0), ValueError, "groups >= 1"),
+        (dict(activation="sigmoid"), ValueError, "activation must be one of"),
+    ],
+)
+def test_bad_input(kw, exc, match):
+    args = _args(**kw)
+    with pytest.raises(exc, match=match):
+        lenetalex.conv2d_activation(**args)
+
+
+def test_bad_backward_input():
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    y = lenetalex.conv2d_activation(x, w, None)
+    with pytest.raises(ValueError, match="grad_output of shape"):
+        torch.ops.lenetalex.conv2d_activation_backward(y[:1], y, x, w, [1, 1], [0, 0], 1, "relu", [True] * 3)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        torch.ops.lenetalex.conv2d_activation_backward(y, y, x, w, [1, 1], [0, 0], 1, "gelu", [True] * 3)
