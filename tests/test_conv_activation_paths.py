@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import lenetalex
 from lenetalex import reference
-from conftest import TOL, assert_close
+from conftest import assert_close
 
 ACTIVATIONS = ["scaled_tanh", "tanh", "relu", "identity"]
 CONV_FACTOR = 10.0  # convolutions sum many products: 1e-4 in float32 (DESIGN.md)
