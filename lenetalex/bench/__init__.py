@@ -20,7 +20,7 @@ import time
 import torch
 
 from . import cases as _cases
-from . import measure, report as _report
+from . import report as _report
 from .cases import GROUPS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -132,6 +132,11 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
     the fused ops are looked up by name (default: the lenetalex module)."""
     import lenetalex
     from lenetalex import reference
+
+    # Imported here, not at the top: torch.utils.benchmark imports
+    # torch.utils.cpp_extension, whose CUDA_HOME guess warns on every
+    # `lenetalex` command otherwise.
+    from . import measure
 
     fused = lenetalex if fused is None else fused
     tdtype = DTYPES[dtype]
