@@ -82,19 +82,18 @@ def lenet_map_loss(distances, target, j=DEFAULT_MAP_J, reduction="mean"):
     (N,) int64 class indices in [0, K); j > 0; reduction "mean", "sum" or
     "none".
 
-    j defaults to 10 (``lenetalex.reference.DEFAULT_MAP_J``; the paper says only
-    that j is positive), about the correct-class distance of a LeNet-5 a few
-    epochs into training (F6 outputs in +-1.7159 against +-1 prototypes of
-    width 84: each of the 84 components a few tenths off its target). j is the
-    distance beyond which a class counts as "already very large": while the
-    correct class is farther than j, the rubbish class dominates, the loss
-    pulls the correct class in (the MLE criterion) and pushes only the classes
-    nearer than about j; once it is nearer, the classes within a few units of
-    it compete (softmax-like on -y). A far smaller j (say 1) leaves almost
-    only the MLE criterion; a far larger one (84, where all distances start)
-    makes it plain cross-entropy on -y. Measured with `lenetalex train lenet5`
-    (Fashion-MNIST, 12,000 images, 4 epochs, one seed): test accuracy 84.0%
-    with j = 10, 84.0% with j = 1, 79.3% with j = 84.
+    j defaults to 1 (``lenetalex.reference.DEFAULT_MAP_J``; the paper says only
+    that j is positive). j is the distance beyond which a class counts as
+    "already very large": while the correct class is farther than j, the
+    rubbish class dominates and the loss is the MLE criterion (pull the
+    correct class in) plus a push on the classes nearer than about j; once it
+    is nearer, the classes within a few units of it compete (softmax-like on
+    -y). A far larger j (84, where all distances of LeNet-5's 84-wide +-1
+    prototypes start) makes it plain cross-entropy on -y. Measured with
+    `lenetalex train lenet5` (Fashion-MNIST, the paper's schedule, seed 0):
+    10 epochs on all 60,000 images, 89.2% test accuracy with j = 1 and 88.1%
+    with j = 10; 4 epochs on 12,000 images, 84.0% with j = 1 or 10 and 79.3%
+    with j = 84.
 
     Computed stably, and accurately where the loss is tiny (the correct class
     clearly nearest): with y* the nearest of the K + 1 terms (the classes and
