@@ -265,19 +265,6 @@ class _PlainProgress:
             if self.n % step == 0 or self.n == self.total:
                 print(f"{self.desc}: {self.n}/{self.total} {self.postfix}", flush=True)
 
-    def check_replicas(self, module):
-        """Raises unless every rank holds the same parameters as rank 0 (DDP
-        should keep them so; this makes sure)."""
-        if not self.enabled:
-            return
-        flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
-        ref = flat.clone()
-        dist.broadcast(ref, 0)
-        differ = torch.tensor([0.0 if torch.equal(flat, ref) else 1.0], device=flat.device)
-        dist.all_reduce(differ)
-        if differ.item():
-            raise RuntimeError(f"DDP: the parameters differ between ranks ({int(differ.item())} of {self.world})")
-
     def close(self):
         pass
 
