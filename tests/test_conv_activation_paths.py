@@ -38,6 +38,9 @@ CASES = [
     ("blocked_s2_odd", (3, 8, 11, 9), (20, 8, 3, 5), 2, (1, 2), 1),
     ("blocked_g3", (2, 9, 10, 10), (48, 3, 5, 5), 1, 1, 3),
     ("blocked_s4_pad", (2, 3, 17, 19), (32, 3, 11, 11), 4, 2, 1),
+    # 1 and 15 channels: the vector channels-last interleave of < 16 channels
+    ("blocked_c1", (2, 1, 23, 21), (16, 1, 5, 5), 1, 0, 1),
+    ("blocked_c15_s2", (2, 15, 9, 11), (17, 15, 3, 3), 2, 1, 1),
     # im2col/GEMM path (float32: few channels and small batch)
     ("gemm_s2_g3", (3, 6, 11, 9), (9, 2, 3, 3), 2, 1, 3),
     ("gemm_1x1", (2, 5, 7, 7), (4, 5, 1, 1), 1, 0, 1),
