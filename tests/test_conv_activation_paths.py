@@ -2,7 +2,7 @@
 
 The CPU op picks one of four kernels by shape and dtype (csrc/cpu/
 conv2d_activation_cpu.h): image-batched direct (float32, few channels, stride 1,
-batch >= 16), Winograd (float32, 3x3 stride 1, >= 16 channels), channel-blocked
+batch >= 16), Winograd (float32, 3x3 or 5x5 stride 1, >= 16 channels), channel-blocked
 direct (float32, >= 16 output channels), and im2col/GEMM (everything else,
 float64 always). The shape list below reaches every one of them, forward and
 backward, with odd sizes, strides, paddings and groups."""
@@ -32,9 +32,13 @@ CASES = [
     ("winograd_p0_g2", (3, 40, 9, 12), (32, 20, 3, 3), 1, 0, 2),
     ("winograd_p2_odd", (1, 16, 7, 6), (16, 16, 3, 3), 1, 2, 1),
     ("winograd_asym_pad", (2, 16, 5, 8), (20, 16, 3, 3), 1, (2, 0), 1),
+    # Winograd F(2x2, 5x5): AlexNet conv2, and channel counts off the vector width
+    ("alexnet_conv2_g2", (2, 96, 13, 13), (256, 48, 5, 5), 1, 2, 2),
+    ("winograd5_p2_g2", (2, 40, 11, 9), (34, 20, 5, 5), 1, 2, 2),
+    ("winograd5_p0_odd", (3, 17, 9, 8), (16, 17, 5, 5), 1, 0, 1),
+    ("winograd5_p4_asym", (1, 16, 6, 7), (18, 16, 5, 5), 1, (4, 1), 1),
     # channel-blocked direct path (float32): AlexNet-like
     ("alexnet_conv1_s4", (2, 3, 35, 35), (96, 3, 11, 11), 4, 0, 1),
-    ("alexnet_conv2_g2", (2, 96, 13, 13), (256, 48, 5, 5), 1, 2, 2),
     ("blocked_s2_odd", (3, 8, 11, 9), (20, 8, 3, 5), 2, (1, 2), 1),
     ("blocked_g3", (2, 9, 10, 10), (48, 3, 5, 5), 1, 1, 3),
     ("blocked_s4_pad", (2, 3, 17, 19), (32, 3, 11, 11), 4, 2, 1),
@@ -92,7 +96,7 @@ def test_matches_reference_cpu(case, dtype):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "alexnet_conv2_g2", "gemm_s2_g3"])
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "blocked_g3", "gemm_s2_g3"])
 def test_every_activation_on_every_path(name, activation):
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
     x, w, b = _tensors(xs, ws, torch.float32, seed=1)
@@ -106,7 +110,7 @@ def test_without_bias(name):
     _check_against_reference(x, w, None, stride, padding, groups, "tanh", torch.float32)
 
 
-@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "alexnet_conv2_g2", "gemm_s2_g3"])
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "blocked_g3", "gemm_s2_g3"])
 @pytest.mark.parametrize("layout", ["channels_last", "non_contiguous"])
 def test_memory_layouts(name, layout):
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
@@ -123,7 +127,7 @@ def test_memory_layouts(name, layout):
     _check_against_reference(x, w, b, stride, padding, groups, "scaled_tanh", torch.float32)
 
 
-@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "alexnet_conv2_g2", "alexnet_conv1_s4", "gemm_s2_g3"])
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "blocked_g3", "alexnet_conv1_s4", "gemm_s2_g3"])
 def test_backward_output_mask_subsets(name):
     # Each grad alone must equal the same grad computed together with the others.
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
@@ -144,7 +148,7 @@ def test_backward_output_mask_subsets(name):
                 assert part[j].shape == (0,)
 
 
-@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "alexnet_conv2_g2", "lenet_c5"])
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "blocked_g3", "lenet_c5"])
 def test_backward_is_deterministic(name):
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
     x, w, b = _tensors(xs, ws, torch.float32)
@@ -171,7 +175,7 @@ def test_double_backward_raises():
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
-@pytest.mark.parametrize("name", ["lenet_c3", "gemm_s2_g3", "winograd_p0_g2"])
+@pytest.mark.parametrize("name", ["lenet_c3", "gemm_s2_g3", "winograd_p0_g2", "winograd5_p2_g2"])
 def test_opcheck(name, requires_grad):
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
     x, w, b = _tensors(xs, ws, torch.float32)

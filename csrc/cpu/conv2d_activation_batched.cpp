@@ -20,6 +20,7 @@
 
 #include "cpu/conv2d_activation_cpu.h"
 #include "cpu/conv2d_activation_simd.h"
+#include "cpu/scratch.h"
 
 namespace lenetalex {
 namespace conv_cpu {
@@ -160,12 +161,6 @@ Tile choose_tile(int64_t chans, int64_t width, bool divide) {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-float* buffer(at::Tensor& holder, int64_t numel, bool zero) {
-  const auto opts = at::TensorOptions().dtype(at::kFloat);
-  holder = zero ? at::zeros({numel}, opts) : at::empty({numel}, opts);
-  return holder.mutable_data_ptr<float>();
-}
-
 // Per-call geometry of the batched path.
 struct Plan {
   int64_t K, P;       // cg*kh*kw, oh*ow
@@ -232,20 +227,20 @@ bool batched_supported(const Conv2dShape& s) {
 }
 
 void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
+  Scratch scratch;
   const Plan p = make_plan(s);
   const int64_t B = p.ft.b, R = p.ft.r, nob = p.ocp / B;
   const ConvTileFn tile = tiles().conv[B][R];
-  at::Tensor wk_hold;
-  float* wk = buffer(wk_hold, s.groups * p.ocp * p.K, false);
+  float* wk = scratch.floats(s.groups * p.ocp * p.K, false);
   pack_weights_forward(s, p, a.w, wk);
   const int64_t xplane = p.hp * p.wp * V, oplane = s.oh * p.owp * V;
 
   at::parallel_for(0, p.blocks * s.groups, grain(s, p.blocks * s.groups),
                    [&](int64_t begin, int64_t end) {
-    at::Tensor xb_hold, yb_hold, tmp_hold;
-    float* xb = buffer(xb_hold, s.cg * xplane, true);
-    float* yb = buffer(yb_hold, p.ocp * oplane, false);
-    float* tmp = buffer(tmp_hold, s.h * s.w * V, false);
+    Scratch local;
+    float* xb = local.floats(s.cg * xplane, true);
+    float* yb = local.floats(p.ocp * oplane, false);
+    float* tmp = local.floats(s.h * s.w * V, false);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task % s.groups, n0 = task / s.groups * V;
       const int nt = static_cast<int>(std::min<int64_t>(V, s.n - n0));
@@ -280,6 +275,7 @@ void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
 }
 
 void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
+  Scratch scratch;
   const Plan p = make_plan(s);
   const bool need_gx = a.gx != nullptr, need_gw = a.gw != nullptr;
   // gpre lanes: padded by (k - 1 - pad) when grad_input needs the full correlation.
@@ -295,11 +291,10 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
 
   // Flipped, transposed weights for grad_input:
   // wf[g][cb][o][i][j][b] = W[o][cb*B + b][kh-1-i][kw-1-j].
-  at::Tensor wf_hold;
   float* wf = nullptr;
   const int64_t ncb = cgp / xt.b, kk = s.kh * s.kw;
   if (need_gx) {
-    wf = buffer(wf_hold, s.groups * ncb * s.ocg * kk * xt.b, false);
+    wf = scratch.floats(s.groups * ncb * s.ocg * kk * xt.b, false);
     for (int64_t g = 0; g < s.groups; ++g)
       for (int64_t cb = 0; cb < ncb; ++cb)
         for (int64_t o = 0; o < s.ocg; ++o)
@@ -314,17 +309,16 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   const int64_t tasks = p.blocks * s.groups;
   const int64_t slots = slots_for(s, tasks);
   const int64_t gw_part = s.groups * ocp * p.K * V;  // per slot: [g][o][k][lane]
-  at::Tensor gwv_hold, gbv_hold;
-  float* gwv = need_gw ? buffer(gwv_hold, slots * gw_part, true) : nullptr;
-  float* gbv = a.gb ? buffer(gbv_hold, slots * s.oc * V, true) : nullptr;
+  float* gwv = need_gw ? scratch.floats(slots * gw_part, true) : nullptr;
+  float* gbv = a.gb ? scratch.floats(slots * s.oc * V, true) : nullptr;
 
   at::parallel_for(0, slots, grain(s, slots), [&](int64_t slot_begin, int64_t slot_end) {
-    at::Tensor gp_hold, xb_hold, gx_hold, tg_hold, ty_hold;
-    float* gp = buffer(gp_hold, ocp * gplane, true);
-    float* tg = buffer(tg_hold, p.P * V, false);
-    float* ty = buffer(ty_hold, std::max(p.P, s.h * s.w) * V, false);
-    float* xb = need_gw ? buffer(xb_hold, s.cg * xplane, true) : nullptr;
-    float* gxb = need_gx ? buffer(gx_hold, cgp * xoplane, false) : nullptr;
+    Scratch local;
+    float* gp = local.floats(ocp * gplane, true);
+    float* tg = local.floats(p.P * V, false);
+    float* ty = local.floats(std::max(p.P, s.h * s.w) * V, false);
+    float* xb = need_gw ? local.floats(s.cg * xplane, true) : nullptr;
+    float* gxb = need_gx ? local.floats(cgp * xoplane, false) : nullptr;
     for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
       const int64_t task_begin = tasks * slot / slots, task_end = tasks * (slot + 1) / slots;
       for (int64_t task = task_begin; task < task_end; ++task) {

@@ -26,6 +26,7 @@
 
 #include "cpu/conv2d_activation_cpu.h"
 #include "cpu/conv2d_activation_simd.h"
+#include "cpu/scratch.h"
 
 namespace lenetalex {
 namespace conv_cpu {
@@ -134,12 +135,6 @@ Choice choose(int64_t vecs, int64_t width) {
   return best;
 }
 
-float* buffer(at::Tensor& holder, int64_t n, bool zero = false) {
-  const auto opts = at::TensorOptions().dtype(at::kFloat);
-  holder = zero ? at::zeros({n}, opts) : at::empty({n}, opts);
-  return holder.mutable_data_ptr<float>();
-}
-
 // One convolution of a channels-last, zero-padded plane (cin channels, rows
 // wp*cin apart) into cout output channels over an oh x ow output.
 struct PlaneConv {
@@ -239,17 +234,17 @@ bool blocked_supported(const Conv2dShape& s) {
 }
 
 void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
+  Scratch scratch;
   const int64_t hp = s.h + 2 * s.ph, wp = s.w + 2 * s.pw;
   const PlaneConv pc(s.cg, s.ocg, s.kh, s.kw, s.sh, s.sw, wp, s.oh, s.ow);
-  at::Tensor wk_hold;
-  float* wk = buffer(wk_hold, s.groups * pc.packed_size());
+  float* wk = scratch.floats(s.groups * pc.packed_size());
   pack_forward_weights(s, pc, a.w, wk);
 
   at::parallel_for(0, s.n * s.groups, grain(s, s.n * s.groups), [&](int64_t begin, int64_t end) {
-    at::Tensor xn_hold, acc_hold, tmp_hold;
-    float* xn = buffer(xn_hold, hp * wp * s.cg, true);  // borders stay zero
-    float* acc = buffer(acc_hold, pc.ntiles * pc.tile.r * pc.OB);
-    float* tmp = buffer(tmp_hold, s.h * s.w * s.cg);
+    Scratch local;
+    float* xn = local.floats(hp * wp * s.cg, true);  // borders stay zero
+    float* acc = local.floats(pc.ntiles * pc.tile.r * pc.OB);
+    float* tmp = local.floats(s.h * s.w * s.cg);
     std::vector<const float*> base;
     pc.bases(xn, base);
     for (int64_t task = begin; task < end; ++task) {
@@ -272,6 +267,7 @@ void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
 }
 
 void backward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
+  Scratch scratch;
   const int64_t P = s.oh * s.ow, HW = s.h * s.w;
   const bool need_gw = a.gw != nullptr, need_gx = a.gx != nullptr;
   // grad_input as a convolution needs stride 1; otherwise the GEMM path's col2im does it.
@@ -288,10 +284,9 @@ void backward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   const bool gx_ok = direct_gx && top >= 0 && left >= 0;
   const int64_t hq = s.h + s.kh - 1, wq = s.w + s.kw - 1;
   const PlaneConv px(s.ocg, s.cg, s.kh, s.kw, 1, 1, wq, s.h, s.w);
-  at::Tensor wx_hold;
   float* wx = nullptr;
   if (gx_ok) {  // wx[g][cb][i][j][o][l] = W[g*ocg + o][cb*OB + l][kh-1-i][kw-1-j]
-    wx = buffer(wx_hold, s.groups * px.packed_size(), true);
+    wx = scratch.floats(s.groups * px.packed_size(), true);
     const int64_t taps = s.kh * s.kw;
     at::parallel_for(0, s.groups * px.nob, grain(s, s.groups * px.nob),
                      [&](int64_t begin, int64_t end) {
@@ -321,27 +316,26 @@ void backward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   const int64_t tasks = s.n * s.groups;
   const int64_t slots = slots_for(s, tasks);
   const int64_t part_size = s.groups * K * ocp;  // per slot: [g][(i, j, c)][o]
-  at::Tensor gwp_hold, gbs_hold;
-  float* gwp = need_gw ? buffer(gwp_hold, slots * part_size, true) : nullptr;
-  float* gbs = a.gb ? buffer(gbs_hold, slots * s.oc, true) : nullptr;
+  float* gwp = need_gw ? scratch.floats(slots * part_size, true) : nullptr;
+  float* gbs = a.gb ? scratch.floats(slots * s.oc, true) : nullptr;
 
   at::parallel_for(0, slots, grain(s, slots), [&](int64_t slot_begin, int64_t slot_end) {
-    at::Tensor gt_hold, ty_hold, xn_hold, tmp_hold, gq_hold, acc_hold;
-    float* gt = buffer(gt_hold, P * ocp, true);  // gpre, [pixel][o], zero past ocg
-    float* ty = buffer(ty_hold, P * s.ocg);
+    Scratch local;
+    float* gt = local.floats(P * ocp, true);  // gpre, [pixel][o], zero past ocg
+    float* ty = local.floats(P * s.ocg);
     float *xn = nullptr, *tmp = nullptr, *gq = nullptr, *acc = nullptr;
     std::vector<int64_t> pix;
     std::vector<const float*> xbase;
     if (need_gw) {
       // Slack past the plane: a tile's taps may run past the last kernel row.
-      xn = buffer(xn_hold, hp * wp * s.cg + 16 * V, true);
-      tmp = buffer(tmp_hold, HW * s.cg);
+      xn = local.floats(hp * wp * s.cg + 16 * V, true);
+      tmp = local.floats(HW * s.cg);
       pix.resize(P);
       for (int64_t q = 0; q < P; ++q) pix[q] = ((q / s.ow) * s.sh * wp + (q % s.ow) * s.sw) * s.cg;
     }
     if (gx_ok) {
-      gq = buffer(gq_hold, hq * wq * s.ocg, true);
-      acc = buffer(acc_hold, px.ntiles * px.tile.r * px.OB);
+      gq = local.floats(hq * wq * s.ocg, true);
+      acc = local.floats(px.ntiles * px.tile.r * px.OB);
       px.bases(gq, xbase);
     }
     for (int64_t slot = slot_begin; slot < slot_end; ++slot) {

@@ -5,10 +5,11 @@
 //   batched  (conv2d_activation_batched.cpp): float32, few channels, stride 1,
 //            batch >= 16 (LeNet's C1, C3): direct convolution with one vector
 //            lane per image, so no lane is wasted whatever the channel counts.
-//   winograd (conv2d_activation_winograd.cpp): float32, 3x3 stride 1, >= 16
-//            channels (AlexNet's conv3-5): F(2x2, 3x3), 16 GEMMs per tile set.
+//   winograd (conv2d_activation_winograd.cpp): float32, 3x3 or 5x5 stride 1,
+//            >= 16 channels (AlexNet's conv2-5): F(2x2, 3x3) and F(2x2, 5x5),
+//            16 or 36 GEMMs per tile set.
 //   blocked  (conv2d_activation_blocked.cpp): float32, >= 16 output channels
-//            (AlexNet's conv1, conv2): direct convolution, vectors over output
+//            (AlexNet's conv1): direct convolution, vectors over output
 //            channels, register tiles of pixels x channel vectors.
 //   gemm     (conv2d_activation_gemm.cpp): any shape, float32 and float64:
 //            im2col of a tile into a thread-local buffer, one GEMM (ATen's,
@@ -142,7 +143,7 @@ bool blocked_supported(const Conv2dShape& s);
 void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 void backward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 
-// The Winograd path for 3x3 stride-1 layers (conv2d_activation_winograd.cpp).
+// The Winograd path for 3x3 and 5x5 stride-1 layers (conv2d_activation_winograd.cpp).
 bool winograd_supported(const Conv2dShape& s);
 void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
