@@ -235,13 +235,13 @@ void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
   pack_weights_forward(s, p, a.w, wk);
   const int64_t xplane = p.hp * p.wp * V, oplane = s.oh * p.owp * V;
 
-  at::parallel_for(0, p.blocks * s.groups, grain(s, p.blocks * s.groups),
-                   [&](int64_t begin, int64_t end) {
+  TaskQueue queue(s, p.blocks * s.groups);
+  at::parallel_for(0, queue.workers(), 1, [&](int64_t, int64_t) {
     Scratch local;
     float* xb = local.floats(s.cg * xplane, true);
     float* yb = local.floats(p.ocp * oplane, false);
     float* tmp = local.floats(s.h * s.w * V, false);
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t task; queue.next(task);) {
       const int64_t g = task % s.groups, n0 = task / s.groups * V;
       const int nt = static_cast<int>(std::min<int64_t>(V, s.n - n0));
       pack_input(s, p, a.x, n0, nt, g * s.cg, s.cg, xb, tmp);

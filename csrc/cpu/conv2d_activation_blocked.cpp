@@ -240,14 +240,15 @@ void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
   float* wk = scratch.floats(s.groups * pc.packed_size());
   pack_forward_weights(s, pc, a.w, wk);
 
-  at::parallel_for(0, s.n * s.groups, grain(s, s.n * s.groups), [&](int64_t begin, int64_t end) {
+  TaskQueue queue(s, s.n * s.groups);
+  at::parallel_for(0, queue.workers(), 1, [&](int64_t, int64_t) {
     Scratch local;
     float* xn = local.floats(hp * wp * s.cg, true);  // borders stay zero
     float* acc = local.floats(pc.ntiles * pc.tile.r * pc.OB);
     float* tmp = local.floats(s.h * s.w * s.cg);
     std::vector<const float*> base;
     pc.bases(xn, base);
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t task; queue.next(task);) {
       const int64_t n = task / s.groups, g = task % s.groups;
       pack_plane(a.x + (n * s.c + g * s.cg) * s.h * s.w, s.cg, s.h, s.w, s.ph, s.pw, wp, xn, tmp);
       for (int64_t ob = 0; ob < pc.nob; ++ob) {

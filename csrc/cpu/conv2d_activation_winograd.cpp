@@ -309,15 +309,15 @@ void forward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation ac
   });
   const int64_t imgs = images_per_task(s.n, s.groups, T);
   const int64_t chunks = (s.n + imgs - 1) / imgs;
-  at::parallel_for(0, chunks * s.groups, grain(s, chunks * s.groups),
-                   [&](int64_t begin, int64_t end) {
+  TaskQueue queue(s, chunks * s.groups);
+  at::parallel_for(0, queue.workers(), 1, [&](int64_t, int64_t) {
     Scratch local;
     float* xn = local.floats(tl.hp * tl.wp * s.cg, true);  // zero border, interior rewritten
     float* tmp = local.floats(s.h * s.w * s.cg);
     float* v = local.floats(pts * imgs * T * s.cg);
     float* m = local.floats(pts * imgs * T * s.ocg);
     float* yn = local.floats(P * s.ocg);
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t task; queue.next(task);) {
       const int64_t g = task % s.groups, n0 = task / s.groups * imgs;
       const int64_t nimg = std::min(imgs, s.n - n0), rows = nimg * T;
       for (int64_t i = 0; i < nimg; ++i) {
