@@ -11,8 +11,10 @@
 #include <cstring>
 
 // gcc 12 warns about the placeholder operand inside its own unpack/shuffle
-// intrinsics (-Wmaybe-uninitialized, a known false positive).
+// intrinsics (-Wmaybe-uninitialized, or -Wuninitialized where not inlined: a known
+// false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace lenetalex {
 namespace conv_cpu {
@@ -44,6 +46,19 @@ inline void transpose16(__m512 r[16]) {
     r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
     r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
   }
+}
+
+// One block of rows x cols (each at most 16) transposed through registers:
+// dst[j*dst_ld + i] = src[i*src_ld + j], masked at the block's edges.
+inline void transpose_block(const float* src, int64_t src_ld, int rows, int cols, float* dst,
+                            int64_t dst_ld) {
+  const __mmask16 col_mask = cols >= V ? 0xFFFF : __mmask16((1u << cols) - 1);
+  const __mmask16 row_mask = rows >= V ? 0xFFFF : __mmask16((1u << rows) - 1);
+  __m512 r[16];
+  for (int k = 0; k < V; ++k)
+    r[k] = k < rows ? _mm512_maskz_loadu_ps(col_mask, src + k * src_ld) : _mm512_setzero_ps();
+  transpose16(r);
+  for (int k = 0; k < cols; ++k) _mm512_mask_storeu_ps(dst + k * dst_ld, row_mask, r[k]);
 }
 
 // Images to lanes: dst[q*16 + t] = src[t*ld + q] for q < n; lanes t >= nt are 0.
