@@ -40,6 +40,16 @@ inline void check_same_device(const char* op, const char* arg, const at::Tensor&
                     " to be on the device of input (", input.device(), "), got ", t.device());
 }
 
+// A backward's grad_output or saved output: the shape the forward returns
+// (`expected`), the input's dtype and device. backward_op is the backward's name.
+inline void check_like_output(const char* backward_op, const char* arg, const at::Tensor& t,
+                              c10::IntArrayRef expected, const at::Tensor& input) {
+  TORCH_CHECK_VALUE(t.sizes() == expected, backward_op, ": expected ", arg, " of shape ", expected,
+                    ", got ", t.sizes());
+  check_same_dtype(backward_op, arg, t, input);
+  check_same_device(backward_op, arg, t, input);
+}
+
 // Pair arguments (stride, padding, kernel_size) arrive as int[2].
 inline void check_pair(const char* op, const char* arg, c10::IntArrayRef v, int64_t min_value) {
   TORCH_CHECK_VALUE(v.size() == 2, op, ": expected ", arg, " to have 2 elements, got ", v.size());

@@ -7,6 +7,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common/grads.h"
 #include "cpu/conv2d_activation_cpu.h"
 
 namespace lenetalex {
@@ -44,9 +45,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
       check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups);
   const Activation act = parse_activation(activation);
   const auto opts = input.options();
-  at::Tensor gx = output_mask[0] ? at::empty({s.n, s.c, s.h, s.w}, opts) : at::empty({0}, opts);
-  at::Tensor gw = output_mask[1] ? at::empty(weight.sizes(), opts) : at::empty({0}, opts);
-  at::Tensor gb = output_mask[2] ? at::empty({s.oc}, opts) : at::empty({0}, opts);
+  at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);
+  at::Tensor gw = grad_or_empty(output_mask[1], weight.sizes(), opts);
+  at::Tensor gb = grad_or_empty(output_mask[2], {s.oc}, opts);
   if (!output_mask[0] && !output_mask[1] && !output_mask[2]) return {gx, gw, gb};
   if (s.n == 0 || s.c == 0) {  // nothing flows back; reductions over an empty batch are zero
     if (output_mask[1]) gw.zero_();

@@ -32,6 +32,7 @@
 #include <climits>
 
 #include "common/activation.h"
+#include "common/grads.h"
 #include "ops/avg_subsample.h"
 
 namespace lenetalex {
@@ -268,9 +269,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cuda(
   const Geometry g = geometry(s);
   c10::cuda::CUDAGuard guard(input.device());
   const auto opts = input.options();
-  at::Tensor gx = output_mask[0] ? at::empty({s.n, s.c, s.h, s.w}, opts) : at::empty({0}, opts);
-  at::Tensor gw = output_mask[1] ? at::empty({s.c}, opts) : at::empty({0}, opts);
-  at::Tensor gb = output_mask[2] ? at::empty({s.c}, opts) : at::empty({0}, opts);
+  at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);
+  at::Tensor gw = grad_or_empty(output_mask[1], {s.c}, opts);
+  at::Tensor gb = grad_or_empty(output_mask[2], {s.c}, opts);
   if (s.n == 0 || s.c == 0) {  // nothing flows back; reductions over an empty batch are zero
     if (output_mask[1]) gw.zero_();
     if (output_mask[2]) gb.zero_();

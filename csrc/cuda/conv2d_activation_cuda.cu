@@ -34,6 +34,7 @@
 #include <limits>
 
 #include "common/activation.h"
+#include "common/grads.h"
 #include "cuda/conv2d_activation_direct.cuh"
 #include "cuda/conv2d_activation_igemm.cuh"
 #include "cuda/conv2d_activation_problems.cuh"
@@ -228,9 +229,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
   const at::Tensor gy = grad_output.contiguous(), y = output.contiguous();
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const auto opts = input.options();
-  at::Tensor gx = output_mask[0] ? at::empty({s.n, s.c, s.h, s.w}, opts) : at::empty({0}, opts);
-  at::Tensor gw = output_mask[1] ? at::empty(weight.sizes(), opts) : at::empty({0}, opts);
-  at::Tensor gb = output_mask[2] ? at::empty({s.oc}, opts) : at::empty({0}, opts);
+  at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);
+  at::Tensor gw = grad_or_empty(output_mask[1], weight.sizes(), opts);
+  at::Tensor gb = grad_or_empty(output_mask[2], {s.oc}, opts);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t P = s.oh * s.ow, HW = s.h * s.w, kk = s.kh * s.kw;
 

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "common/grads.h"
 #include "ops/rbf_distance.h"
 
 namespace lenetalex {
@@ -269,8 +270,8 @@ std::tuple<at::Tensor, at::Tensor> rbf_distance_backward_cuda(const at::Tensor& 
   const RBFShape s = check_rbf_distance_backward(grad_output, input, prototypes);
   c10::cuda::CUDAGuard guard(input.device());
   const auto opts = input.options();
-  at::Tensor gx = output_mask[0] ? at::empty({s.n, s.d}, opts) : at::empty({0}, opts);
-  at::Tensor gw = output_mask[1] ? at::empty({s.k, s.d}, opts) : at::empty({0}, opts);
+  at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.d}, opts);
+  at::Tensor gw = grad_or_empty(output_mask[1], {s.k, s.d}, opts);
   // An empty sum is zero: no prototypes (for grad_input) or no rows (for grad_prototypes).
   if (output_mask[0] && s.k == 0) gx.zero_();
   if (output_mask[1] && s.n == 0) gw.zero_();

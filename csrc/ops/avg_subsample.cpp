@@ -12,6 +12,7 @@
 namespace lenetalex {
 
 static constexpr const char* kOp = "avg_subsample";
+static constexpr const char* kBackward = "avg_subsample_backward";
 
 // weight and bias: one number per channel.
 static void check_per_channel(const char* arg, const at::Tensor& t, const at::Tensor& input) {
@@ -55,16 +56,8 @@ AvgSubsampleShape check_avg_subsample_backward(const at::Tensor& grad_output,
                                                at::IntArrayRef stride) {
   const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride);
   const std::array<int64_t, 4> expected{s.n, s.c, s.oh, s.ow};
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected), kOp,
-                    "_backward: expected grad_output of shape ", at::IntArrayRef(expected),
-                    ", got ", grad_output.sizes());
-  TORCH_CHECK_VALUE(output.sizes() == at::IntArrayRef(expected), kOp,
-                    "_backward: expected output of shape ", at::IntArrayRef(expected), ", got ",
-                    output.sizes());
-  check_same_dtype(kOp, "grad_output", grad_output, input);
-  check_same_dtype(kOp, "output", output, input);
-  check_same_device(kOp, "grad_output", grad_output, input);
-  check_same_device(kOp, "output", output, input);
+  check_like_output(kBackward, "grad_output", grad_output, expected, input);
+  check_like_output(kBackward, "output", output, expected, input);
   return s;
 }
 

@@ -10,6 +10,7 @@
 namespace lenetalex {
 
 static constexpr const char* kOp = "conv2d_activation";
+static constexpr const char* kBackward = "conv2d_activation_backward";
 
 Conv2dShape check_conv2d_activation(const at::Tensor& input, const at::Tensor& weight,
                                     const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -60,16 +61,8 @@ Conv2dShape check_conv2d_activation_backward(const at::Tensor& grad_output,
                                              at::IntArrayRef padding, int64_t groups) {
   Conv2dShape s = check_conv2d_activation(input, weight, c10::nullopt, stride, padding, groups);
   const std::array<int64_t, 4> expected{s.n, s.oc, s.oh, s.ow};
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected), kOp,
-                    "_backward: expected grad_output of shape ", at::IntArrayRef(expected),
-                    ", got ", grad_output.sizes());
-  TORCH_CHECK_VALUE(output.sizes() == at::IntArrayRef(expected), kOp,
-                    "_backward: expected output of shape ", at::IntArrayRef(expected), ", got ",
-                    output.sizes());
-  check_same_dtype(kOp, "grad_output", grad_output, input);
-  check_same_dtype(kOp, "output", output, input);
-  check_same_device(kOp, "grad_output", grad_output, input);
-  check_same_device(kOp, "output", output, input);
+  check_like_output(kBackward, "grad_output", grad_output, expected, input);
+  check_like_output(kBackward, "output", output, expected, input);
   return s;
 }
 

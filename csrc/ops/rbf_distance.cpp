@@ -12,6 +12,7 @@
 namespace lenetalex {
 
 static constexpr const char* kOp = "rbf_distance";
+static constexpr const char* kBackward = "rbf_distance_backward";
 
 RBFShape check_rbf_distance(const at::Tensor& input, const at::Tensor& prototypes) {
   check_rank(kOp, "input", input, 2, "N, D");
@@ -28,11 +29,7 @@ RBFShape check_rbf_distance_backward(const at::Tensor& grad_output, const at::Te
                                      const at::Tensor& prototypes) {
   const RBFShape s = check_rbf_distance(input, prototypes);
   const std::array<int64_t, 2> expected{s.n, s.k};
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected), kOp,
-                    "_backward: expected grad_output of shape ", at::IntArrayRef(expected),
-                    ", got ", grad_output.sizes());
-  check_same_dtype(kOp, "grad_output", grad_output, input);
-  check_same_device(kOp, "grad_output", grad_output, input);
+  check_like_output(kBackward, "grad_output", grad_output, expected, input);
   return s;
 }
 

@@ -269,7 +269,7 @@ def add_parser(subparsers):
     p.add_argument("--batch", type=_positive(int), help="override every batch size (N of rbf_distance too)")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile of the references (compile time reported apart)")
-    p.add_argument("--quick", action="store_true", help="one short round per case, same shapes")
+    p.add_argument("--quick", action="store_true", help="two short rounds per case, same shapes (under two minutes)")
     p.add_argument("--min-run-time", type=_positive(float), help="seconds per timing (default 0.05 quick, 0.4 full)")
     p.add_argument("--rounds", type=_positive(int), help="timing rounds per case (default 2 quick, 3 full)")
     p.add_argument("--json", metavar="PATH", help="write every figure and the environment as JSON")

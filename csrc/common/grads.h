@@ -1,0 +1,17 @@
+// Gradient outputs of the backward ops. Every backward op returns all its
+// gradient slots (the schema's fixed tuple); a slot whose output_mask entry is
+// false holds an empty tensor, which autograd then ignores.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+
+namespace lenetalex {
+
+// An uninitialized gradient of `sizes` if it is wanted, else an empty tensor.
+inline at::Tensor grad_or_empty(bool wanted, at::IntArrayRef sizes,
+                                const at::TensorOptions& opts) {
+  return wanted ? at::empty(sizes, opts) : at::empty({0}, opts);
+}
+
+}  // namespace lenetalex
