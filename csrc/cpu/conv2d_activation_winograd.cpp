@@ -249,11 +249,13 @@ void weight_transform_flipped(const float* w, int64_t cg, int64_t ocg, int64_t o
 }
 
 // grad_weight from grad u ([xi][o][c] per group): gw[o][c] = G^T X G, the
-// inverse of kernel_transform's sandwich, 16 channels at a time.
+// inverse of kernel_transform's sandwich, 16 channels at a time into tmp
+// ([tap][c], r*r x cg floats), then one interleave of tmp's rows into gw's
+// [c][tap] (its setup, per call, cost as much as the math at 16 channels).
 template <typename W>
-void inverse_weight_transform(const float* gu, int64_t cg, int64_t ocg, int64_t o, float* out) {
+void inverse_weight_transform(const float* gu, int64_t cg, int64_t ocg, int64_t o, float* tmp,
+                              float* out) {
   constexpr int n = W::n, r = W::r, taps = r * r;
-  alignas(64) float tmp[taps][V];
   for (int64_t c = 0; c < cg; c += V) {
     const __mmask16 k = lanes(cg - c);
     const float* in = gu + o * cg + c;
@@ -262,9 +264,9 @@ void inverse_weight_transform(const float* gu, int64_t cg, int64_t ocg, int64_t 
     for (int p = 0; p < n * n; ++p, in += cg * ocg) x[p / n][p % n] = _mm512_maskz_loadu_ps(k, in);
     sandwich<true, r, n>(W::G, x, g);
 #pragma GCC unroll 25
-    for (int t = 0; t < taps; ++t) _mm512_store_ps(tmp[t], g[t / r][t % r]);
-    simd::transpose(tmp[0], V, taps, std::min<int64_t>(V, cg - c), out + c * taps, taps);
+    for (int t = 0; t < taps; ++t) _mm512_mask_storeu_ps(tmp + t * cg + c, k, g[t / r][t % r]);
   }
+  simd::transpose(tmp, cg, taps, cg, out, taps);
 }
 
 // Channels-last, zero-padded plane of one image's group: plane[top + ih][left + iw][c]
@@ -453,9 +455,10 @@ void backward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation a
     }
     at::parallel_for(0, s.groups * s.ocg, grain(s, s.groups * s.ocg),
                      [&](int64_t begin, int64_t end) {
+      std::vector<float> tmp(taps * s.cg);
       for (int64_t go = begin; go < end; ++go) {
         const int64_t g = go / s.ocg, o = go % s.ocg;
-        inverse_weight_transform<W>(gu + g * upt, s.cg, s.ocg, o,
+        inverse_weight_transform<W>(gu + g * upt, s.cg, s.ocg, o, tmp.data(),
                                     a.gw + (g * s.ocg + o) * s.cg * taps);
       }
     });
