@@ -210,19 +210,6 @@ __attribute__((noinline)) LENETALEX_WIDE_VECTORS void finish_tile(
   }
 }
 
-// Channels-last, zero-padded plane: plane[top + ih][left + iw][c] = src[c][ih][iw]
-// for ch planes of h*w; only the interior is written (the border stays zero).
-void pack_plane(const float* src, int64_t ch, int64_t h, int64_t w, int64_t top, int64_t left,
-                int64_t wp, float* plane, float* tmp) {
-  if (left == 0 && wp == w) {  // rows of the plane are rows of the input: one transpose
-    simd::transpose(src, h * w, ch, h * w, plane + top * wp * ch, ch);
-    return;
-  }
-  simd::transpose(src, h * w, ch, h * w, tmp, ch);
-  for (int64_t ih = 0; ih < h; ++ih)
-    std::memcpy(plane + ((top + ih) * wp + left) * ch, tmp + ih * w * ch, w * ch * sizeof(float));
-}
-
 // Forward weights for group g: wk[ob][i][j][c][l] = W[g*ocg + ob*OB + l][c][i][j]:
 // transpose each block to [(c, i, j)][l], then reorder its rows to (i, j, c).
 void pack_forward_weights(const Conv2dShape& s, const PlaneConv& pc, const float* w, float* wk) {
@@ -369,19 +356,8 @@ void backward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation
         const int64_t n = task / s.groups, g = task % s.groups;
         // Prologue: gpre = grad_output * act'(output), as [pixel][o].
         const int64_t off = (n * s.oc + g * s.ocg) * P;
-        simd::transpose(a.gy + off, P, s.ocg, P, gt, ocp);
-        simd::transpose(a.yo + off, P, s.ocg, P, ty, s.ocg);
-        with_activation(act, [&](auto A) {
-          for (int64_t q = 0; q < P; ++q)
-            grad_pre_row<decltype(A)::value, float>(gt + q * ocp, ty + q * s.ocg, gt + q * ocp,
-                                                    s.ocg);
-        });
-        if (gbs) {
-          float* bacc = gbs + slot * s.oc + g * s.ocg;
-          for (int64_t q = 0; q < P; ++q)
-#pragma omp simd
-            for (int64_t o = 0; o < s.ocg; ++o) bacc[o] += gt[q * ocp + o];
-        }
+        grad_pre_channels_last(act, a.gy + off, a.yo + off, P, s.ocg, gt, ocp, ty,
+                               gbs ? gbs + slot * s.oc + g * s.ocg : nullptr);
         if (need_gw) {
           pack_plane(a.x + (n * s.c + g * s.cg) * HW, s.cg, s.h, s.w, s.ph, s.pw, wp, xn, tmp);
           float* part = gwp + slot * part_size + g * K * ocp;

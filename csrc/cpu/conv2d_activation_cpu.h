@@ -71,7 +71,8 @@ inline void with_activation(Activation act, F&& f) {
 
 // dst[i] = act(src[i] + bias): the forward's epilogue on one row of a tile.
 template <Activation A, typename T>
-__attribute__((noinline)) LENETALEX_WIDE_VECTORS void bias_act_row(const T* src, T* dst, int64_t len, T bias) {
+__attribute__((noinline)) LENETALEX_WIDE_VECTORS void bias_act_row(const T* src, T* dst,
+                                                                   int64_t len, T bias) {
   for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward<T>(A, src[i] + bias);
 }
 
@@ -88,7 +89,8 @@ LENETALEX_WIDE_VECTORS inline void bias_act_channels(T* row, const T* bias, int6
 
 // gpre[i] = gy[i] * act'(y[i]): the backward's prologue on one row of a tile.
 template <Activation A, typename T>
-__attribute__((noinline)) LENETALEX_WIDE_VECTORS void grad_pre_row(const T* gy, const T* y, T* gpre, int64_t len) {
+__attribute__((noinline)) LENETALEX_WIDE_VECTORS void grad_pre_row(const T* gy, const T* y, T* gpre,
+                                                                   int64_t len) {
   for (int64_t i = 0; i < len; ++i) gpre[i] = gy[i] * activation_grad_from_output<T>(A, y[i]);
 }
 

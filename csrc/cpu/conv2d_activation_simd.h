@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/conv2d_activation_cpu.h"
+
 // gcc 12 warns about the placeholder operand inside its own unpack/shuffle
 // intrinsics (-Wmaybe-uninitialized, or -Wuninitialized where not inlined: a known
 // false positive).
@@ -162,6 +164,44 @@ inline void transpose(const float* src, int64_t src_ld, int64_t rows, int64_t co
 }
 
 }  // namespace simd
+
+// Channels-last, zero-padded plane of one image's group: plane[top + ih][left + iw][c]
+// = src[c][ih][iw] for ch planes of h*w; only the interior is written (the
+// border stays zero). tmp holds h*w*ch floats.
+inline void pack_plane(const float* src, int64_t ch, int64_t h, int64_t w, int64_t top,
+                       int64_t left, int64_t wp, float* plane, float* tmp) {
+  if (left == 0 && wp == w) {  // rows of the plane are rows of the input: one transpose
+    simd::transpose(src, h * w, ch, h * w, plane + top * wp * ch, ch);
+    return;
+  }
+  simd::transpose(src, h * w, ch, h * w, tmp, ch);
+  for (int64_t ih = 0; ih < h; ++ih)
+    std::memcpy(plane + ((top + ih) * wp + left) * ch, tmp + ih * w * ch, w * ch * sizeof(float));
+}
+
+// The channels-last backward's prologue for one image's group: from NCHW
+// planes gy and yo (ocg x P), gpre[q*ld + o] = grad_output * act'(output);
+// ty holds P*ocg floats. Adds each channel's sum over pixels to bias_acc
+// (grad_bias) unless it is null.
+inline void grad_pre_channels_last(Activation act, const float* gy, const float* yo, int64_t P,
+                                   int64_t ocg, float* gpre, int64_t ld, float* ty,
+                                   float* bias_acc) {
+  simd::transpose(gy, P, ocg, P, gpre, ld);
+  simd::transpose(yo, P, ocg, P, ty, ocg);
+  with_activation(act, [&](auto A) {
+    if (ld == ocg) {
+      grad_pre_row<decltype(A)::value, float>(gpre, ty, gpre, P * ocg);
+    } else {
+      for (int64_t q = 0; q < P; ++q)
+        grad_pre_row<decltype(A)::value, float>(gpre + q * ld, ty + q * ocg, gpre + q * ld, ocg);
+    }
+  });
+  if (bias_acc) {
+    for (int64_t q = 0; q < P; ++q)
+#pragma omp simd
+      for (int64_t o = 0; o < ocg; ++o) bias_acc[o] += gpre[q * ld + o];
+  }
+}
 }  // namespace conv_cpu
 }  // namespace lenetalex
 

@@ -269,15 +269,6 @@ void inverse_weight_transform(const float* gu, int64_t cg, int64_t ocg, int64_t 
   simd::transpose(tmp, cg, taps, cg, out, taps);
 }
 
-// Channels-last, zero-padded plane of one image's group: plane[top + ih][left + iw][c]
-// = src[c][ih][iw] (src: ch planes of h*w). Only the interior is written.
-void pack_plane(const float* src, int64_t ch, int64_t h, int64_t w, int64_t top, int64_t left,
-                int64_t wp, float* plane, float* tmp) {
-  simd::transpose(src, h * w, ch, h * w, tmp, ch);
-  for (int64_t ih = 0; ih < h; ++ih)
-    std::memcpy(plane + ((top + ih) * wp + left) * ch, tmp + ih * w * ch, w * ch * sizeof(float));
-}
-
 // Images per task: enough tile rows (about 192) that MKL's packing of the
 // weight operand, redone on every GEMM call, stays small next to the product
 // (AlexNet conv3: the packing took 47% as long as the products at 98 rows, 25%
@@ -401,17 +392,8 @@ void backward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation a
           // Prologue: gpre = grad_output * act'(output), channels-last, into its padded plane.
           const int64_t n = n0 + i, off = (n * s.oc + g * s.ocg) * P;
           float* plane = gq + i * gplane;
-          simd::transpose(a.gy + off, P, s.ocg, P, tg, s.ocg);
-          simd::transpose(a.yo + off, P, s.ocg, P, ty, s.ocg);
-          with_activation(act, [&](auto A) {
-            grad_pre_row<decltype(A)::value, float>(tg, ty, tg, P * s.ocg);
-          });
-          if (gbs) {
-            float* acc = gbs + slot * s.oc + g * s.ocg;
-            for (int64_t q = 0; q < P; ++q)
-#pragma omp simd
-              for (int64_t o = 0; o < s.ocg; ++o) acc[o] += tg[q * s.ocg + o];
-          }
+          grad_pre_channels_last(act, a.gy + off, a.yo + off, P, s.ocg, tg, s.ocg, ty,
+                                 gbs ? gbs + slot * s.oc + g * s.ocg : nullptr);
           for (int64_t oh = 0; oh < s.oh; ++oh)
             std::memcpy(plane + ((top + oh) * tx.wp + left) * s.ocg, tg + oh * s.ow * s.ocg,
                         s.ow * s.ocg * sizeof(float));
