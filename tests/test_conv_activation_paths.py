@@ -27,12 +27,17 @@ CASES = [
     ("batched_1x1", (16, 5, 6, 7), (3, 5, 1, 1), 1, 0, 1),
     # a kernel covering the whole input: a plain matrix product (LeNet's C5)
     ("lenet_c5", (19, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1),
-    # Winograd path (float32): 3x3, stride 1, >= 16 channels, odd sizes and paddings
+    # Winograd path (float32): 3x3, stride 1, >= 16 channels, odd sizes and paddings;
+    # F(4x4, 3x3) tiles on outputs of 6 x 6 and more (edges cut 1-3 pixels), F(2x2, 3x3) below
     ("winograd_p1", (2, 32, 13, 13), (48, 32, 3, 3), 1, 1, 1),
     ("winograd_p0_g2", (3, 40, 9, 12), (32, 20, 3, 3), 1, 0, 2),
     ("winograd_p2_odd", (1, 16, 7, 6), (16, 16, 3, 3), 1, 2, 1),
     ("winograd_asym_pad", (2, 16, 5, 8), (20, 16, 3, 3), 1, (2, 0), 1),
-    # Winograd F(2x2, 5x5): AlexNet conv2, and channel counts off the vector width
+    ("winograd2_small", (3, 24, 5, 4), (20, 24, 3, 3), 1, 1, 1),
+    # the backward in two chunks of images (5, then 1)
+    ("winograd_chunks", (6, 64, 48, 48), (64, 64, 3, 3), 1, 1, 1),
+    # Winograd 5x5: F(3x3, 5x5) (AlexNet conv2, winograd5_p2_g2) and F(2x2, 5x5)
+    # on outputs under 6 x 6, with channel counts off the vector width
     ("alexnet_conv2_g2", (2, 96, 13, 13), (256, 48, 5, 5), 1, 2, 2),
     ("winograd5_p2_g2", (2, 40, 11, 9), (34, 20, 5, 5), 1, 2, 2),
     ("winograd5_p0_odd", (3, 17, 9, 8), (16, 17, 5, 5), 1, 0, 1),

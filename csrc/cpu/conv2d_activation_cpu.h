@@ -6,8 +6,8 @@
 //            batch >= 16 (LeNet's C1, C3): direct convolution with one vector
 //            lane per image, so no lane is wasted whatever the channel counts.
 //   winograd (conv2d_activation_winograd.cpp): float32, 3x3 or 5x5 stride 1,
-//            >= 16 channels (AlexNet's conv2-5): F(2x2, 3x3) and F(2x2, 5x5),
-//            16 or 36 GEMMs per tile set.
+//            >= 16 channels (AlexNet's conv2-5): F(4x4, 3x3) and F(3x3, 5x5)
+//            (F(2x2, .) on small outputs), one GEMM per Winograd point.
 //   blocked  (conv2d_activation_blocked.cpp): float32, >= 16 output channels
 //            (AlexNet's conv1): direct convolution, vectors over output
 //            channels, register tiles of pixels x channel vectors.
