@@ -313,19 +313,21 @@ void inverse_weight_transform(const float* gu, int64_t cg, int64_t ocg, int64_t 
   simd::transpose(tmp, cg, taps, cg, out, taps);
 }
 
-// Images per task: enough tile rows (about 192) that MKL's packing of the
-// weight operand, redone on every GEMM call, stays small next to the product
-// (AlexNet conv3: the packing took 47% as long as the products at 98 rows, 25%
-// at 196; perf samples); no more, since the Winograd-domain buffers grow with
-// the rows and leave L2 (AlexNet conv2 forward: 14% slower at 588 rows than at
-// 196); and at least one task per thread.
-int64_t images_per_task(int64_t n, int64_t groups, int64_t tiles_per_image) {
-  const int64_t threads = std::max(1, at::get_num_threads());
-  const int64_t want = (192 + tiles_per_image - 1) / tiles_per_image;
-  const int64_t per_thread = std::max<int64_t>(1, (n * groups + threads - 1) / threads / groups);
-  return std::clamp<int64_t>(std::min(want, per_thread), 1, std::max<int64_t>(1, n));
+// Images per chunk of the forward and the backward: the chunk's buffers
+// within about 32 MB (2^23 floats), a count set by the shape alone. AlexNet
+// conv3's backward at batch 8 takes one chunk (28 MB): 22 ms, against 26 ms
+// in two chunks of 4 (fewer, longer GEMMs; one set of phases).
+inline int64_t chunk_images(const Conv2dShape& s, int64_t floats_per_image) {
+  return std::clamp<int64_t>((int64_t(1) << 23) / floats_per_image, 1, s.n);
 }
 
+// Forward, in chunks of images (as the backward below), three parallel phases each:
+//   1. per (image, group): the input's transform V;
+//   2. per (group, point): M[xi] = V[xi] . U[xi], one GEMM over the chunk's tiles;
+//   3. per (image, group): the output transform with bias and activation, into NCHW.
+// Against tasks of a few images each doing all three, this is as fast at
+// AlexNet's batch 8 and faster at batch 4 (conv3: 5.0 against 6.3 ms), where
+// those tasks were too few for the threads.
 template <typename W>
 void forward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
   Scratch scratch;
@@ -344,37 +346,49 @@ void forward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation ac
       weight_transform<W>(wt.data(), s.cg, s.ocg, c0, c1, u + g * upt);
     }
   });
-  const int64_t imgs = images_per_task(s.n, s.groups, T);
-  const int64_t chunks = (s.n + imgs - 1) / imgs;
-  TaskQueue queue(s, chunks * s.groups);
-  at::parallel_for(0, queue.workers(), 1, [&](int64_t, int64_t) {
-    Scratch local;
-    float* xn = local.floats(tl.hp * tl.wp * s.cg, true);  // zero border, interior rewritten
-    float* tmp = local.floats(s.h * s.w * s.cg);
-    float* v = local.floats(pts * imgs * T * s.cg);
-    float* m = local.floats(pts * imgs * T * s.ocg);
-    float* yn = local.floats(P * s.ocg);
-    for (int64_t task; queue.next(task);) {
-      const int64_t g = task % s.groups, n0 = task / s.groups * imgs;
-      const int64_t nimg = std::min(imgs, s.n - n0), rows = nimg * T;
-      for (int64_t i = 0; i < nimg; ++i) {
+  const int64_t G = s.groups, imgs = chunk_images(s, G * pts * T * (s.cg + s.ocg));
+  const int64_t rows = imgs * T, ps = rows * s.cg, pm = rows * s.ocg;
+  float* v = scratch.floats(G * pts * rows * s.cg);
+  float* m = scratch.floats(G * pts * rows * s.ocg);
+  for (int64_t n0 = 0; n0 < s.n; n0 += imgs) {
+    const int64_t nimg = std::min(imgs, s.n - n0), items = nimg * G;
+    TaskQueue prep(s, items);
+    at::parallel_for(0, prep.workers(), 1, [&](int64_t, int64_t) {
+      Scratch local;
+      float* xn = local.floats(tl.hp * tl.wp * s.cg, true);  // zero border, interior rewritten
+      float* tmp = local.floats(s.h * s.w * s.cg);
+      for (int64_t item; prep.next(item);) {
+        const int64_t i = item / G, g = item % G;
         pack_plane(a.x + ((n0 + i) * s.c + g * s.cg) * s.h * s.w, s.cg, s.h, s.w, s.ph, s.pw,
                    tl.wp, xn, tmp);
-        input_transform<W>(xn, tl, s.cg, v + i * T * s.cg, rows * s.cg);
+        input_transform<W>(xn, tl, s.cg, v + g * pts * ps + i * T * s.cg, ps);
       }
-      for (int p = 0; p < pts; ++p)  // M[xi] = V[xi] . U[xi]
-        gemm<float>(false, false, rows, s.ocg, s.cg, v + p * rows * s.cg, s.cg,
-                    u + g * upt + p * s.cg * s.ocg, s.ocg, m + p * rows * s.ocg, s.ocg, false);
-      for (int64_t i = 0; i < nimg; ++i) {
+    });
+    TaskQueue mul(s, G * pts);
+    at::parallel_for(0, mul.workers(), 1, [&](int64_t, int64_t) {
+      for (int64_t task; mul.next(task);) {  // M[g][xi] = V[xi] . U[xi]
+        const int64_t g = task / pts, p = task % pts;
+        gemm<float>(false, false, nimg * T, s.ocg, s.cg, v + (g * pts + p) * ps, s.cg,
+                    u + g * upt + p * s.cg * s.ocg, s.ocg, m + (g * pts + p) * pm, s.ocg, false);
+      }
+    });
+    TaskQueue finish(s, items);
+    at::parallel_for(0, finish.workers(), 1, [&](int64_t, int64_t) {
+      Scratch local;
+      float* yn = local.floats(P * s.ocg);
+      for (int64_t item; finish.next(item);) {
+        const int64_t i = item / G, g = item % G;
         with_activation(act, [&](auto A) {
-          output_transform<W, decltype(A)::value>(m + i * T * s.ocg, tl, s.ocg, rows * s.ocg,
-                                               a.b ? a.b + g * s.ocg : nullptr, yn);
+          output_transform<W, decltype(A)::value>(m + g * pts * pm + i * T * s.ocg, tl, s.ocg, pm,
+                                                  a.b ? a.b + g * s.ocg : nullptr, yn);
         });
         simd::transpose(yn, s.ocg, P, s.ocg, a.y + ((n0 + i) * s.oc + g * s.ocg) * P, P);
       }
-    }
-  });
+    });
+  }
 }
+
+
 
 // gpre's padded plane for grad_input, written whole (zeros around it) so it
 // needs no clearing: rows of hp x wp pixels x ch, gpre (oh x ow x ch,
@@ -434,12 +448,8 @@ void backward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation a
     });
   }
 
-  // Images per chunk: the chunk's buffers within about 32 MB (AlexNet conv3 at
-  // batch 8 in one chunk: 28 MB, 22 ms forward+backward against 26 ms in two
-  // chunks of 4; fewer, longer GEMMs and one set of phases).
-  const int64_t per_image = G * (gplane + (need_gw ? pts * T * (s.cg + s.ocg) : 0) +
-                                 (need_gx ? pts * TX * (s.ocg + s.cg) : 0));
-  const int64_t imgs = std::clamp<int64_t>((int64_t(1) << 23) / per_image, 1, s.n);
+  const int64_t imgs = chunk_images(s, G * (gplane + (need_gw ? pts * T * (s.cg + s.ocg) : 0) +
+                                             (need_gx ? pts * TX * (s.ocg + s.cg) : 0)));
   const int64_t rows = imgs * T, rows_x = imgs * TX;  // GEMM rows of a full chunk
   float* gq = scratch.floats(imgs * G * gplane);
   float *v = nullptr, *gh = nullptr, *gu = nullptr, *vx = nullptr, *mx = nullptr;

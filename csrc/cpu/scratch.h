@@ -6,9 +6,10 @@
 // forward the kernel spent 18% of the samples there (perf). Scratch hands out
 // blocks from a pool owned by the calling thread that keeps its blocks (each
 // grows to the largest size asked of it) for the next call. The price: each
-// thread keeps the most it has needed (AlexNet conv3's Winograd backward at
-// batch 8: about 18 MB per thread), as torch's CUDA caching allocator keeps its
-// blocks; the memory goes back when the thread ends.
+// thread keeps the most it has needed (the Winograd path's chunk buffers, up
+// to about 32 MB on the calling thread, plus a few MB per worker), as torch's
+// CUDA caching allocator keeps its blocks; the memory goes back when the
+// thread ends.
 //
 // Usage: one Scratch per scope, its buffers taken right after it is made;
 // a Scratch made inside a parallel region (also on the thread that opened
