@@ -1,8 +1,9 @@
 """conv2d_activation on the CPU, path by path: the fused op against the reference.
 
-The CPU op picks one of four kernels by shape and dtype (csrc/cpu/
+The CPU op picks one of five kernels by shape and dtype (csrc/cpu/
 conv2d_activation_cpu.h): image-batched direct (float32, few channels, stride 1,
-batch >= 16), Winograd (float32, 3x3 or 5x5 stride 1, >= 16 channels), channel-blocked
+batch >= 16), Winograd (float32, 3x3 or 5x5 stride 1, >= 16 channels), polyphase
+(float32, strided kernels spanning three strides, through Winograd), channel-blocked
 direct (float32, >= 16 output channels), and im2col/GEMM (everything else,
 float64 always). The shape list below reaches every one of them, forward and
 backward, with odd sizes, strides, paddings and groups."""
@@ -42,11 +43,16 @@ CASES = [
     ("winograd5_p2_g2", (2, 40, 11, 9), (34, 20, 5, 5), 1, 2, 2),
     ("winograd5_p0_odd", (3, 17, 9, 8), (16, 17, 5, 5), 1, 0, 1),
     ("winograd5_p4_asym", (1, 16, 6, 7), (18, 16, 5, 5), 1, (4, 1), 1),
-    # channel-blocked direct path (float32): AlexNet-like
+    # polyphase path (float32): a strided kernel spanning three strides, as a
+    # stride-1 3x3 over the input's stride phases (then Winograd): AlexNet conv1,
+    # padding, input rows and columns the convolution never reads, unequal strides with groups
     ("alexnet_conv1_s4", (2, 3, 35, 35), (96, 3, 11, 11), 4, 0, 1),
+    ("polyphase_pad", (2, 3, 17, 19), (32, 3, 11, 11), 4, 2, 1),
+    ("polyphase_crop", (2, 3, 38, 41), (20, 3, 11, 11), 4, 0, 1),
+    ("polyphase_s3x4_g2", (2, 4, 23, 30), (32, 2, 7, 9), (3, 4), (1, 2), 2),
+    # channel-blocked direct path (float32): AlexNet-like
     ("blocked_s2_odd", (3, 8, 11, 9), (20, 8, 3, 5), 2, (1, 2), 1),
     ("blocked_g3", (2, 9, 10, 10), (48, 3, 5, 5), 1, 1, 3),
-    ("blocked_s4_pad", (2, 3, 17, 19), (32, 3, 11, 11), 4, 2, 1),
     # 1 and 15 channels: the vector channels-last interleave of < 16 channels
     ("blocked_c1", (2, 1, 23, 21), (16, 1, 5, 5), 1, 0, 1),
     ("blocked_c15_s2", (2, 15, 9, 11), (17, 15, 3, 3), 2, 1, 1),

@@ -26,6 +26,10 @@ at::Tensor conv2d_activation_cpu(const at::Tensor& input, const at::Tensor& weig
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({s.n, s.oc, s.oh, s.ow}, input.options());
   if (y.numel() == 0) return y;
+  if (x.scalar_type() == at::kFloat && conv_cpu::polyphase_supported(s)) {
+    conv_cpu::forward_polyphase(s, x, w, b, y, act);
+    return y;
+  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_activation_cpu", [&] {
     ConvArgs<scalar_t> a{};
     a.x = x.const_data_ptr<scalar_t>();
@@ -58,6 +62,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
   // input is read only for grad_weight, weight only for grad_input.
   const at::Tensor x = output_mask[1] ? input.contiguous() : input;
   const at::Tensor w = output_mask[0] ? weight.contiguous() : weight;
+  if (x.scalar_type() == at::kFloat && conv_cpu::polyphase_supported(s)) {
+    conv_cpu::backward_polyphase(s, gy, y, x, w, act, output_mask, gx, gw, gb);
+    return {gx, gw, gb};
+  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_activation_backward_cpu", [&] {
     ConvArgs<scalar_t> a{};
     a.x = output_mask[1] ? x.const_data_ptr<scalar_t>() : nullptr;

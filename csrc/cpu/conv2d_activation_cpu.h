@@ -1,13 +1,17 @@
 // conv2d_activation on the CPU: what the kernel files share.
 //
-// conv2d_activation_cpu.cpp picks one path per call (try_forward_direct /
-// try_backward_direct below, then the GEMM path):
+// conv2d_activation_cpu.cpp picks one path per call (polyphase, then
+// try_forward_direct / try_backward_direct below, then the GEMM path):
 //   batched  (conv2d_activation_batched.cpp): float32, few channels, stride 1,
 //            batch >= 16 (LeNet's C1, C3): direct convolution with one vector
 //            lane per image, so no lane is wasted whatever the channel counts.
 //   winograd (conv2d_activation_winograd.cpp): float32, 3x3 or 5x5 stride 1,
 //            >= 16 channels (AlexNet's conv2-5): F(4x4, 3x3) and F(3x3, 5x5)
 //            (F(2x2, .) on small outputs), one GEMM per Winograd point.
+//   polyphase (conv2d_activation_polyphase.cpp): float32, a strided kernel
+//            spanning three strides (AlexNet's conv1, 11x11 stride 4): the
+//            input's stride phases as channels, a 3x3 stride-1 convolution
+//            through the Winograd path.
 //   blocked  (conv2d_activation_blocked.cpp): float32, >= 16 output channels
 //            (AlexNet's conv1): direct convolution, vectors over output
 //            channels, register tiles of pixels x channel vectors.
@@ -23,6 +27,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 
@@ -180,8 +185,28 @@ void backward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation
 
 // The Winograd path for 3x3 and 5x5 stride-1 layers (conv2d_activation_winograd.cpp).
 bool winograd_supported(const Conv2dShape& s);
-void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
-void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
+// strided: the polyphase path's strided convolution, whose input a.x is (s is
+// its stride-1 form; see below).
+void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act,
+                      const Conv2dShape* strided = nullptr);
+void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act,
+                       const Conv2dShape* strided = nullptr);
+
+// The polyphase path for strided kernels spanning three strides (AlexNet's
+// conv1), through the Winograd path (conv2d_activation_polyphase.cpp). Takes
+// the tensors (contiguous, float32); grads not in mask are left alone.
+bool polyphase_supported(const Conv2dShape& s);
+void forward_polyphase(const Conv2dShape& s, const at::Tensor& x, const at::Tensor& w,
+                       const at::Tensor& b, at::Tensor& y, Activation act);
+// One image's group of the strided input o (cg x h x w at src) as the
+// zero-padded channels-last plane of its phases: hq x wq pixels of
+// cg*sh*sw channels, wp pixels to a row of xn; positions outside are left alone.
+void pack_phases(const Conv2dShape& o, const float* src, int64_t hq, int64_t wq, int64_t wp,
+                 float* xn);
+void backward_polyphase(const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo,
+                        const at::Tensor& x, const at::Tensor& w, Activation act,
+                        std::array<bool, 3> mask, at::Tensor& gx, at::Tensor& gw,
+                        at::Tensor& gb);
 
 // Runs a direct path if one takes this call; float64 always goes the GEMM way.
 inline bool try_forward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {

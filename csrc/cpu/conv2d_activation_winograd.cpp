@@ -313,6 +313,19 @@ void inverse_weight_transform(const float* gu, int64_t cg, int64_t ocg, int64_t 
   simd::transpose(tmp, cg, taps, cg, out, taps);
 }
 
+// Image n's group g of the input as the zero-padded channels-last plane that
+// input_transform reads (wp pixels to a row). On the polyphase path
+// (`strided`: the strided convolution, s its stride-1 form) the plane of the
+// input's stride phases, taken straight from the strided input.
+inline void pack_input(const Conv2dShape& s, const Conv2dShape* strided, const float* x,
+                       int64_t n, int64_t g, int64_t wp, float* xn, float* tmp) {
+  if (strided) {
+    const Conv2dShape& o = *strided;
+    return pack_phases(o, x + (n * o.c + g * o.cg) * o.h * o.w, s.h, s.w, wp, xn);
+  }
+  pack_plane(x + (n * s.c + g * s.cg) * s.h * s.w, s.cg, s.h, s.w, s.ph, s.pw, wp, xn, tmp);
+}
+
 // Images per chunk of the forward and the backward: the chunk's buffers
 // within about 32 MB (2^23 floats), a count set by the shape alone. AlexNet
 // conv3's backward at batch 8 takes one chunk (28 MB): 22 ms, against 26 ms
@@ -329,7 +342,8 @@ inline int64_t chunk_images(const Conv2dShape& s, int64_t floats_per_image) {
 // AlexNet's batch 8 and faster at batch 4 (conv3: 5.0 against 6.3 ms), where
 // those tasks were too few for the threads.
 template <typename W>
-void forward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
+void forward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation act,
+                   const Conv2dShape* strided) {
   Scratch scratch;
   constexpr int taps = W::r * W::r, pts = W::n * W::n;
   const Tiling tl = tiling<W>(s.oh, s.ow);
@@ -359,8 +373,7 @@ void forward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation ac
       float* tmp = local.floats(s.h * s.w * s.cg);
       for (int64_t item; prep.next(item);) {
         const int64_t i = item / G, g = item % G;
-        pack_plane(a.x + ((n0 + i) * s.c + g * s.cg) * s.h * s.w, s.cg, s.h, s.w, s.ph, s.pw,
-                   tl.wp, xn, tmp);
+        pack_input(s, strided, a.x, n0 + i, g, tl.wp, xn, tmp);
         input_transform<W>(xn, tl, s.cg, v + g * pts * ps + i * T * s.cg, ps);
       }
     });
@@ -420,7 +433,8 @@ inline void place_padded(const float* gpre, int64_t oh, int64_t ow, int64_t ch, 
 //   3. per (image, group): grad_input = the output transform of Mx.
 // Then grad_weight = G^T (grad u) G, grad_bias = the image sums in order.
 template <typename W>
-void backward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
+void backward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation act,
+                    const Conv2dShape* strided) {
   Scratch scratch;
   constexpr int r = W::r, taps = r * r, pts = W::n * W::n;
   const Tiling tl = tiling<W>(s.oh, s.ow);  // grad_weight: the forward's tiles
@@ -482,7 +496,7 @@ void backward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation a
                                gbs ? gbs + n * s.oc + g * s.ocg : nullptr);
         place_padded(tg, s.oh, s.ow, s.ocg, top, left, tx.hp, tx.wp, plane);
         if (need_gw) {
-          pack_plane(a.x + (n * s.c + g * s.cg) * HW, s.cg, s.h, s.w, s.ph, s.pw, tl.wp, xn, tmp);
+          pack_input(s, strided, a.x, n, g, tl.wp, xn, tmp);
           input_transform<W>(xn, tl, s.cg, v + g * pts * ps + i * T * s.cg, ps);
           grad_output_transform<W>(plane + (top * tx.wp + left) * s.ocg, tx.wp, tl, s.ocg,
                                     gh + g * pts * psg + i * T * s.ocg, psg);
@@ -563,19 +577,22 @@ void with_tile(const Conv2dShape& s, F&& f) {
   return large ? f(F3x3_5x5()) : f(F2x2_5x5());
 }
 
-void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
-  with_tile(s, [&](auto w) { forward_tiles<decltype(w)>(s, a, act); });
+void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act,
+                      const Conv2dShape* strided) {
+  with_tile(s, [&](auto w) { forward_tiles<decltype(w)>(s, a, act, strided); });
 }
 
-void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
-  with_tile(s, [&](auto w) { backward_tiles<decltype(w)>(s, a, act); });
+void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act,
+                       const Conv2dShape* strided) {
+  with_tile(s, [&](auto w) { backward_tiles<decltype(w)>(s, a, act, strided); });
 }
 
 #else  // no AVX-512 (the transposes use it)
 
 bool winograd_supported(const Conv2dShape&) { return false; }
-void forward_winograd(const Conv2dShape&, const ConvArgs<float>&, Activation) {}
-void backward_winograd(const Conv2dShape&, const ConvArgs<float>&, Activation) {}
+void forward_winograd(const Conv2dShape&, const ConvArgs<float>&, Activation, const Conv2dShape*) {}
+void backward_winograd(const Conv2dShape&, const ConvArgs<float>&, Activation,
+                       const Conv2dShape*) {}
 
 #endif
 
