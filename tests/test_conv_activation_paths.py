@@ -275,3 +275,22 @@ def test_bad_backward_input():
         torch.ops.lenetalex.conv2d_activation_backward(y[:1], y, x, w, [1, 1], [0, 0], 1, "relu", [True] * 3)
     with pytest.raises(ValueError, match="activation must be one of"):
         torch.ops.lenetalex.conv2d_activation_backward(y, y, x, w, [1, 1], [0, 0], 1, "gelu", [True] * 3)
+
+
+@pytest.mark.parametrize("name", ["winograd_p1", "winograd5_p2_g2", "alexnet_conv1_s4"])
+def test_winograd_independent_of_thread_count(name):
+    # The Winograd (and polyphase) passes split their work by image and by
+    # Winograd point, never by thread: bitwise the same with 1 and 2 threads.
+    _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
+    runs, old = [], torch.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            x, w, b = _tensors(xs, ws, torch.float32)
+            runs.append(_forward_backward(lenetalex.conv2d_activation, x, w, b, stride, padding, groups, "relu"))
+        finally:
+            torch.set_num_threads(old)
+    (y1, g1), (y2, g2) = runs
+    assert torch.equal(y1, y2)
+    for a, e in zip(g1, g2):
+        assert torch.equal(a, e)
