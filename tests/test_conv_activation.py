@@ -212,6 +212,8 @@ def _args(**over):
     (dict(stride=0), ValueError, "stride to be >= 1"),
     (dict(padding=-1), ValueError, "padding to be >= 0"),
     (dict(input=torch.randn(2, 4, 2, 2)), ValueError, "larger than the padded input"),
+    (dict(input=torch.randn(2, 0, 9, 9), weight=torch.randn(6, 0, 3, 3), groups=1), ValueError,
+     "input with at least one channel"),
     (dict(activation="sigmoid"), ValueError, "activation must be one of"),
     (dict(stride=(1, 2, 3)), ValueError, "stride"),
 ])

@@ -31,6 +31,10 @@ Conv2dShape check_conv2d_activation(const at::Tensor& input, const at::Tensor& w
   s.groups = groups;
   TORCH_CHECK_VALUE(s.kh >= 1 && s.kw >= 1 && s.oc >= 1, kOp,
                     ": expected weight with non-zero sizes, got shape ", weight.sizes());
+  // Zero channels would make every output act(bias), which F.conv2d does not
+  // compute either (it returns an empty tensor): refused rather than guessed.
+  TORCH_CHECK_VALUE(s.c >= 1, kOp, ": expected input with at least one channel, got shape ",
+                    input.sizes());
   TORCH_CHECK_VALUE(s.c % groups == 0, kOp, ": input has ", s.c,
                     " channels, which groups=", groups, " does not divide");
   TORCH_CHECK_VALUE(s.oc % groups == 0, kOp, ": weight has ", s.oc,
