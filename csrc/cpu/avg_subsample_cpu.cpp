@@ -25,6 +25,7 @@
 
 #include "common/activation.h"
 #include "common/grads.h"
+#include "cpu/huge_pages.h"
 #include "ops/avg_subsample.h"
 
 namespace lenetalex {
@@ -268,6 +269,7 @@ at::Tensor avg_subsample_cpu(const at::Tensor& input, const at::Tensor& weight,
   const Activation act = parse_activation(activation);
   const at::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
   at::Tensor y = at::empty({s.n, s.c, s.oh, s.ow}, input.options());
+  advise_huge_pages(y);
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "avg_subsample_cpu", [&] {
     with_activation(act, [&](auto a) {
@@ -289,6 +291,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cpu(
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);
   at::Tensor gw = grad_or_empty(output_mask[1], {s.c}, opts);
   at::Tensor gb = grad_or_empty(output_mask[2], {s.c}, opts);
+  advise_huge_pages(gx);
   if (s.n == 0 || s.c == 0) {  // nothing flows back; reductions over an empty batch are zero
     if (output_mask[1]) gw.zero_();
     if (output_mask[2]) gb.zero_();

@@ -9,6 +9,7 @@
 
 #include "common/grads.h"
 #include "cpu/conv2d_activation_cpu.h"
+#include "cpu/huge_pages.h"
 
 namespace lenetalex {
 namespace {
@@ -25,6 +26,7 @@ at::Tensor conv2d_activation_cpu(const at::Tensor& input, const at::Tensor& weig
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({s.n, s.oc, s.oh, s.ow}, input.options());
+  advise_huge_pages(y);
   if (y.numel() == 0) return y;
   if (x.scalar_type() == at::kFloat && conv_cpu::polyphase_supported(s)) {
     conv_cpu::forward_polyphase(s, x, w, b, y, act);
@@ -50,6 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
   const Activation act = parse_activation(activation);
   const auto opts = input.options();
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);
+  advise_huge_pages(gx);
   at::Tensor gw = grad_or_empty(output_mask[1], weight.sizes(), opts);
   at::Tensor gb = grad_or_empty(output_mask[2], {s.oc}, opts);
   if (!output_mask[0] && !output_mask[1] && !output_mask[2]) return {gx, gw, gb};

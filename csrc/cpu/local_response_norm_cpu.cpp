@@ -30,6 +30,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/huge_pages.h"
 #include "ops/local_response_norm.h"
 
 // Where AVX-512 is there (-march=native), let the loops below use 512-bit
@@ -402,6 +403,7 @@ at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double
   const LrnShape s = check_local_response_norm(input, size);
   const at::Tensor x = input.contiguous();
   at::Tensor y = at::empty(input.sizes(), input.options());
+  advise_huge_pages(y);
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "local_response_norm_cpu", [&] {
     const auto cf = lrn_coef<double>(size, alpha, beta, k);
@@ -421,6 +423,7 @@ at::Tensor local_response_norm_backward_cpu(const at::Tensor& grad_output, const
   const LrnShape s = check_local_response_norm_backward(grad_output, input, size);
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
   at::Tensor gx = at::empty(input.sizes(), input.options());
+  advise_huge_pages(gx);
   if (gx.numel() == 0) return gx;
   const int64_t R = lrn_ring_slots(s);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "local_response_norm_backward_cpu", [&] {

@@ -32,11 +32,9 @@
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "common/grads.h"
+#include "cpu/huge_pages.h"
 #include "ops/rbf_distance.h"
 
 namespace lenetalex {
@@ -99,21 +97,6 @@ template <typename T> inline void store_first(T* p, Vec<T> v, int m) { std::memc
 #endif
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// A large output (262 MB at N = 65536, K = 1000) is a fresh, untouched mapping:
-// asking for transparent huge pages before the first write makes filling it
-// take 2 MB page faults instead of 4 KB ones, which otherwise cost about a
-// third of the forward. Only a hint: a no-op where THP is off or the memory
-// was already touched.
-void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), bytes = t.nbytes();
-  if (bytes < 16 * kHuge) return;
-  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1), hi = (begin + bytes) & ~(kHuge - 1);
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#endif
-}
 
 // ---- forward ---------------------------------------------------------------
 constexpr int kFwdRows = 8;    // input rows per micro-kernel
