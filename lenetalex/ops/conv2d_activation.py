@@ -2,8 +2,9 @@
 
 Schema and checks: csrc/ops/conv2d_activation.cpp; kernels:
 csrc/cpu/conv2d_activation_*.cpp (entry conv2d_activation_cpu.cpp; the CPU
-paths, image-batched direct, Winograd, channel-blocked direct and im2col/GEMM,
-are described in conv2d_activation_cpu.h) and csrc/cuda/conv2d_activation_cuda.cu;
+paths, image-batched direct, Winograd, polyphase (strided kernels through
+Winograd), channel-blocked direct and im2col/GEMM, are described in
+conv2d_activation_cpu.h) and csrc/cuda/conv2d_activation_cuda.cu;
 reference: lenetalex.reference.conv2d_activation; tests:
 tests/test_conv_activation.py.
 """
