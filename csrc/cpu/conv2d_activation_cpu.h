@@ -23,7 +23,9 @@
 // GEMM path takes every call. All paths apply the activation as the forward's
 // epilogue and its derivative, from the saved output, as the backward's
 // prologue, tile by tile; batch reductions (grad_weight, grad_bias) are
-// per-slot partials summed in a fixed order (deterministic).
+// summed in a fixed order (deterministic): per-slot partials on the batched,
+// blocked and GEMM paths, chunks of images in order on the Winograd path
+// (which thereby does not depend on the thread count either).
 #pragma once
 
 #include <algorithm>
