@@ -223,6 +223,31 @@ inline int64_t chunk_images(const Conv2dShape& s, int64_t floats_per_image) {
   return std::clamp<int64_t>((int64_t(1) << 23) / floats_per_image, 1, s.n);
 }
 
+// Phase 3 of the forward and of grad_input: for each (image i, group g) of
+// the chunk starting at image n0, the output transform of its tiles in m
+// ([g][point][row][cout], ps floats between points, tl.tiles() rows per
+// image) with the group's bias (or none) and the activation, then the
+// transpose into its cout NCHW planes of out.
+template <typename W>
+void output_phase(const Conv2dShape& s, const Tiling& tl, int64_t n0, int64_t nimg, int64_t cout,
+                  const float* m, int64_t ps, const float* bias, Activation act, float* out) {
+  constexpr int pts = W::n * W::n;
+  const int64_t G = s.groups, P = tl.oh * tl.ow, T = tl.tiles();
+  TaskQueue finish(s, nimg * G);
+  at::parallel_for(0, finish.workers(), 1, [&](int64_t, int64_t) {
+    Scratch local;
+    float* buf = local.floats(P * cout);  // one image's group, channels-last
+    for (int64_t item; finish.next(item);) {
+      const int64_t i = item / G, g = item % G;
+      with_activation(act, [&](auto A) {
+        output_transform<W, decltype(A)::value>(m + g * pts * ps + i * T * cout, tl, cout, ps,
+                                                bias ? bias + g * cout : nullptr, buf);
+      });
+      simd::transpose(buf, cout, P, cout, out + ((n0 + i) * G + g) * cout * P, P);
+    }
+  });
+}
+
 // Forward, in chunks of images (as the backward below), three parallel phases each:
 //   1. per (image, group): the input's transform V;
 //   2. per (group, point): M[xi] = V[xi] . U[xi], one GEMM over the chunk's tiles;
@@ -236,7 +261,7 @@ void forward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation ac
   Scratch scratch;
   constexpr int taps = W::r * W::r, pts = W::n * W::n;
   const Tiling tl = tiling<W>(s.oh, s.ow);
-  const int64_t T = tl.tiles(), P = s.oh * s.ow, K = s.cg * taps;
+  const int64_t T = tl.tiles(), K = s.cg * taps;
   const int64_t upt = pts * s.cg * s.ocg, cblk = 16, ncb = (s.cg + cblk - 1) / cblk;
   // u[g][xi][c][o], from blocks of W transposed to [(c, k)][o].
   float* u = scratch.floats(s.groups * upt);
@@ -274,19 +299,7 @@ void forward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation ac
                     u + g * upt + p * s.cg * s.ocg, s.ocg, m + (g * pts + p) * pm, s.ocg, false);
       }
     });
-    TaskQueue finish(s, items);
-    at::parallel_for(0, finish.workers(), 1, [&](int64_t, int64_t) {
-      Scratch local;
-      float* yn = local.floats(P * s.ocg);
-      for (int64_t item; finish.next(item);) {
-        const int64_t i = item / G, g = item % G;
-        with_activation(act, [&](auto A) {
-          output_transform<W, decltype(A)::value>(m + g * pts * pm + i * T * s.ocg, tl, s.ocg, pm,
-                                                  a.b ? a.b + g * s.ocg : nullptr, yn);
-        });
-        simd::transpose(yn, s.ocg, P, s.ocg, a.y + ((n0 + i) * s.oc + g * s.ocg) * P, P);
-      }
-    });
+    output_phase<W>(s, tl, n0, nimg, s.ocg, m, pm, a.b, act, a.y);
   }
 }
 
@@ -413,18 +426,8 @@ void backward_tiles(const Conv2dShape& s, const ConvArgs<float>& a, Activation a
       }
     });
 
-    if (!need_gx) continue;
-    TaskQueue finish(s, items);
-    at::parallel_for(0, finish.workers(), 1, [&](int64_t, int64_t) {
-      Scratch local;
-      float* gxn = local.floats(HW * s.cg);
-      for (int64_t item; finish.next(item);) {
-        const int64_t i = item / G, g = item % G;
-        output_transform<W, Activation::Identity>(mx + g * pts * psm + i * TX * s.cg, tx, s.cg,
-                                                   psm, nullptr, gxn);
-        simd::transpose(gxn, s.cg, HW, s.cg, a.gx + ((n0 + i) * s.c + g * s.cg) * HW, HW);
-      }
-    });
+    if (need_gx)
+      output_phase<W>(s, tx, n0, nimg, s.cg, mx, psm, nullptr, Activation::Identity, a.gx);
   }
 
   if (need_gw) {  // gw = G^T (grad u) G for every (o, c)
