@@ -200,15 +200,15 @@ void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activatio
 bool polyphase_supported(const Conv2dShape& s);
 void forward_polyphase(const Conv2dShape& s, const at::Tensor& x, const at::Tensor& w,
                        const at::Tensor& b, at::Tensor& y, Activation act);
+void backward_polyphase(const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo,
+                        const at::Tensor& x, const at::Tensor& w, Activation act,
+                        std::array<bool, 3> mask, at::Tensor& gx, at::Tensor& gw,
+                        at::Tensor& gb);
 // One image's group of the strided input o (cg x h x w at src) as the
 // zero-padded channels-last plane of its phases: hq x wq pixels of
 // cg*sh*sw channels, wp pixels to a row of xn; positions outside are left alone.
 void pack_phases(const Conv2dShape& o, const float* src, int64_t hq, int64_t wq, int64_t wp,
                  float* xn);
-void backward_polyphase(const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo,
-                        const at::Tensor& x, const at::Tensor& w, Activation act,
-                        std::array<bool, 3> mask, at::Tensor& gx, at::Tensor& gw,
-                        at::Tensor& gb);
 
 // Runs a direct path if one takes this call; float64 always goes the GEMM way.
 inline bool try_forward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
