@@ -35,7 +35,7 @@ CASES = [
     ("winograd_p2_odd", (1, 16, 7, 6), (16, 16, 3, 3), 1, 2, 1),
     ("winograd_asym_pad", (2, 16, 5, 8), (20, 16, 3, 3), 1, (2, 0), 1),
     ("winograd2_small", (3, 24, 5, 4), (20, 24, 3, 3), 1, 1, 1),
-    # chunks of images: the forward in two (12, 1), the backward in three (5, 5, 3)
+    # chunks of images: the forward in three (6, 6, 1), the backward in three (5, 5, 3)
     ("winograd_chunks", (13, 64, 48, 48), (64, 64, 3, 3), 1, 1, 1),
     # Winograd 5x5: F(3x3, 5x5) (AlexNet conv2, winograd5_p2_g2) and F(2x2, 5x5)
     # on outputs under 6 x 6, with channel counts off the vector width
