@@ -93,6 +93,23 @@ def test_large_windows(device, dtype, size, channels):
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+def test_window_size_near_int64_max(device, dtype):
+    # A window past every channel: the sum over all C; the chunk and ring
+    # counts derived from size must not overflow.
+    size = 2**63 - 1
+    x = _input((2, 7, 3, 2), device, dtype)
+    grad = _input((2, 7, 3, 2), device, dtype, seed=1)
+
+    def by_formula(t):
+        return t * (1.0 + (0.1 * size) / size * t.pow(2).sum(1, keepdim=True)) ** -0.75
+
+    fused = _fwd_bwd(lenetalex.local_response_norm, x, grad, size, 0.1 * size, 0.75, 1.0)
+    ref = _fwd_bwd(by_formula, x.detach().cpu().double(), grad.cpu().double())
+    assert_close(fused[0], ref[0], dtype)
+    assert_close(fused[1], ref[1], dtype, factor=GRAD_FACTOR[dtype])
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 def test_many_channels_no_drift(device, dtype):
     # 4096 channels whose magnitudes span 6 decades, in runs: a sliding sum that
     # never restarted would carry the rounding of every large square it dropped.

@@ -132,7 +132,7 @@ C10_HOST_DEVICE void lrn_forward_column(const scalar_t* x, scalar_t* y, int64_t 
 
 // Slots a backward column's ring needs: t of channels [j - after - 1, j + before]
 // are live at once (size + 1 of them), and never more than the C channels.
-inline int64_t lrn_ring_slots(const LrnShape& s) { return s.size + 1 < s.c ? s.size + 1 : s.c; }
+inline int64_t lrn_ring_slots(const LrnShape& s) { return s.size < s.c - 1 ? s.size + 1 : s.c; }
 
 // Backward of one column over dx channels [j0, j1). t and dy * p of channel c go
 // to ring slot c % R (ring_t[slot * ring_stride], ring_p likewise; R from
