@@ -248,6 +248,13 @@ def test_bad_input_cpu_half():
         lenetalex.avg_subsample(x, w, b)
 
 
+@pytest.mark.cuda
+def test_bad_input_cuda_float8():
+    x, w, b = (t.to(torch.float8_e4m3fn) for t in _inputs((2, 3, 8, 8), "cuda", torch.float32))
+    with pytest.raises(TypeError, match=r"on cuda input must be float32, float16, bfloat16 or float64"):
+        lenetalex.avg_subsample(x, w, b)
+
+
 @pytest.mark.parametrize("other", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_mixed_devices(other):
     x, w, b = _inputs((2, 3, 8, 8), other, torch.float32)

@@ -357,6 +357,13 @@ def test_bad_input_cpu_half():
         lenetalex.local_response_norm(x, 3)
 
 
+@pytest.mark.cuda
+def test_bad_input_cuda_float8():
+    x = _input((2, 5, 3, 3), "cuda", torch.float32).to(torch.float8_e4m3fn)
+    with pytest.raises(TypeError, match=r"on cuda input must be float32, float16, bfloat16 or float64"):
+        lenetalex.local_response_norm(x, 3)
+
+
 def test_bad_backward_arguments():
     x = _input((2, 3, 4, 4), "cpu", torch.float32)
     bw = torch.ops.lenetalex.local_response_norm_backward

@@ -310,6 +310,13 @@ def test_bad_input_rbf_distance():
         OP_BACKWARD(_randn(4, 2), x, w, [True, True])
 
 
+@pytest.mark.cuda
+def test_bad_input_rbf_distance_cuda_float8():
+    x, w = (t.to("cuda", torch.float8_e4m3fn) for t in (_randn(4, 6), _randn(3, 6)))
+    with pytest.raises(TypeError, match=r"on cuda input must be float32, float16, bfloat16 or float64"):
+        lenetalex.rbf_distance(x, w)
+
+
 def test_bad_input_map_loss():
     d, t = _randn(4, 10).abs(), torch.tensor([0, 1, 2, 9])
     with pytest.raises(ValueError, match="distances to be 2-D"):

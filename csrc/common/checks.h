@@ -17,13 +17,21 @@ inline void check_rank(const char* op, const char* arg, const at::Tensor& t, int
 }
 
 // Float types each backend supports: float32/float64 on the CPU, and
-// float32/float16/bfloat16 on CUDA (float64 works there too).
+// float32/float16/bfloat16 on CUDA (float64 works there too). Named here, not
+// left to the kernels' dispatch: at::isFloatingType also admits the float8
+// types, which would fail later with a NotImplementedError naming no argument.
 inline void check_floating(const char* op, const char* arg, const at::Tensor& t) {
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": expected ", arg,
-                   " to be a floating-point tensor, got ", t.scalar_type());
+  const auto st = t.scalar_type();
+  TORCH_CHECK_TYPE(at::isFloatingType(st), op, ": expected ", arg,
+                   " to be a floating-point tensor, got ", st);
   if (t.device().is_cpu()) {
-    TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
-                     ": on the CPU ", arg, " must be float32 or float64, got ", t.scalar_type());
+    TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble, op, ": on the CPU ", arg,
+                     " must be float32 or float64, got ", st);
+  } else {
+    TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 ||
+                         st == at::kDouble,
+                     op, ": on ", t.device().type(), " ", arg,
+                     " must be float32, float16, bfloat16 or float64, got ", st);
   }
 }
 

@@ -22,7 +22,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -93,12 +92,6 @@ __global__ void sum_splits_kernel(const acc_t* ws, scalar_t* out, int64_t numel,
 
 // ---------------------------------------------------------------------------
 // Host helpers.
-
-void check_cuda_dtype(const at::Tensor& input) {
-  const auto t = input.scalar_type();
-  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble,
-                   kOp, ": on CUDA input must be float32, float16, bfloat16 or float64, got ", t);
-}
 
 // The kernels divide indices within one filter or one image plane in int;
 // everything spanning the batch is int64.
@@ -175,7 +168,6 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
                                   c10::string_view activation) {
   const Conv2dShape s = check_conv2d_activation(input, weight, bias, stride, padding, groups);
   const Activation act = parse_activation(activation);
-  check_cuda_dtype(input);
   check_cuda_limits(s);
   c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
@@ -223,7 +215,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
   const Conv2dShape s =
       check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups);
   const Activation act = parse_activation(activation);
-  check_cuda_dtype(input);
   check_cuda_limits(s);
   c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor gy = grad_output.contiguous(), y = output.contiguous();
