@@ -165,6 +165,19 @@ def test_opcheck_backward():
                            [True, True, True]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scaled_tanh_slope_never_negative(dtype):
+    # A saturated output saved in bfloat16 is 1.71875, past A = 1.7159: the slope
+    # A*S - S*y^2/A would be -0.0025 there; the backward clamps it to 0.
+    x, w, _ = _make((1, 1, 4, 4), (2, 1, 3, 3), dtype)
+    y = torch.full((1, 2, 2, 2), 1.71875, dtype=dtype)
+    y[:, 1] = -1.71875
+    gx, gw, gb = torch.ops.lenetalex.conv2d_activation_backward(
+        torch.ones_like(y), y, x, w, [1, 1], [0, 0], 1, "scaled_tanh", [True, True, True])
+    assert torch.equal(gb, torch.zeros_like(gb))
+    assert torch.equal(gx, torch.zeros_like(gx)) and torch.equal(gw, torch.zeros_like(gw))
+
+
 def test_torch_compile_fullgraph():
     conv = lenetalex.nn.Conv2dActivation(3, 8, 3, padding=1, activation="scaled_tanh")
     x = torch.randn(2, 3, 12, 12)

@@ -113,8 +113,12 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t activation_grad_from_output(Activation a
       return y > acc_t(0) ? acc_t(1) : acc_t(0);
     case Activation::Tanh:
       return acc_t(1) - y * y;
-    case Activation::ScaledTanh:
-      return acc_t(kScaledTanhS) * (acc_t(kScaledTanhA) - y * y * acc_t(1.0 / kScaledTanhA));
+    case Activation::ScaledTanh: {
+      // Never negative: a saturated output saved in bfloat16 rounds to 1.71875,
+      // past A = 1.7159, where the expression would give -0.0025, not 0.
+      const acc_t d = acc_t(kScaledTanhS) * (acc_t(kScaledTanhA) - y * y * acc_t(1.0 / kScaledTanhA));
+      return d > acc_t(0) ? d : acc_t(0);
+    }
     default:
       return acc_t(1);
   }
