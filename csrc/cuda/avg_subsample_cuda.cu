@@ -22,7 +22,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -214,11 +213,17 @@ __global__ void finish_kernel(const acc_t* __restrict__ part_w, const acc_t* __r
 }
 
 Geometry geometry(const AvgSubsampleShape& s) {
-  TORCH_CHECK_VALUE(s.h * s.w <= INT_MAX, "avg_subsample: on CUDA an input plane (H * W) must "
-                    "have fewer than 2^31 elements, got ", s.h, " x ", s.w);
+  // Block loops step an int index by the block size over a plane: headroom for
+  // the last step.
+  TORCH_CHECK_VALUE(s.h * s.w <= INT_MAX - kThreads, "avg_subsample: on CUDA an input plane "
+                    "(H * W) must have fewer than 2^31 - ", kThreads, " elements, got ", s.h,
+                    " x ", s.w);
+  // A stride past the input leaves one window (oh or ow is 1), where the stride
+  // no longer matters: clamped so it fits an int and the backward's divisions.
+  const int64_t sh = std::min(s.sh, s.h), sw = std::min(s.sw, s.w);
   return Geometry{static_cast<int>(s.h),  static_cast<int>(s.w),  static_cast<int>(s.oh),
                   static_cast<int>(s.ow), static_cast<int>(s.kh), static_cast<int>(s.kw),
-                  static_cast<int>(s.sh), static_cast<int>(s.sw)};
+                  static_cast<int>(sh),   static_cast<int>(sw)};
 }
 
 bool is_2x2_stride_2(const AvgSubsampleShape& s) {
