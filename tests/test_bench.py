@@ -172,6 +172,22 @@ def test_a_crash_is_an_error_row_and_a_nonzero_exit():
     assert bench.crashed(rep) and "ERROR" in report.render(rep)
 
 
+def test_a_reference_without_a_kernel_is_not_available(monkeypatch):
+    # e.g. torch.cdist's small-input CUDA kernel, which has no float16
+    def no_kernel(*args, **kwargs):
+        raise NotImplementedError('"cdist_cuda" not implemented for \'Half\'')
+
+    monkeypatch.setattr(reference, "rbf_distance", no_kernel)
+    fused = types.SimpleNamespace(rbf_distance=lenetalex.reference.rbf_distance_broadcast)
+    rep = bench.run(ops=["rbf"], fused=fused, **FAST)
+    rows = _device(rep)["results"]
+    for r in rows:
+        assert r["status"] == "not available" and r["note"].startswith("reference: NotImplementedError")
+        assert r["reference_s"] is None and r["fused_s"] > 0 and r["speedup"] is None
+    assert not bench.crashed(rep)
+    assert "not available" not in report.render(rep).split("= rbf_distance =")[1].split("summary")[0]
+
+
 def test_targets_pass_short_and_min():
     def row(case, direction, speedup):
         return {"op": "local_response_norm", "case": case, "direction": direction, "status": "ok",

@@ -44,7 +44,7 @@ def median_seconds(fn, min_run_time):
 
 def time_impls(runnables, device, min_run_time, rounds):
     """runnables: {impl: fn}. Returns ({impl: seconds}, {impl: first-call seconds},
-    {impl: error text}). A fused op without a kernel for this device raises
+    {impl: exception}). A fused op without a kernel for this device raises
     NotImplementedError on its first call: that becomes NotAvailable.
 
     Only the compiled reference gets a separate first call (its compile time);
@@ -61,7 +61,7 @@ def time_impls(runnables, device, min_run_time, rounds):
             except Exception as exc:  # reported in the table, and the exit code says so
                 if impl == "fused" and r == 0 and isinstance(exc, NotImplementedError):
                     raise NotAvailable(str(exc).splitlines()[0][:120]) from exc
-                errors[impl] = _error_text(exc)
+                errors[impl] = exc
                 best.pop(impl, None)
                 del runnables[impl]
     return best, first, errors
@@ -70,6 +70,17 @@ def time_impls(runnables, device, min_run_time, rounds):
 def _error_text(exc):
     text = str(exc).splitlines()[0][:160] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"
+
+
+def _report_errors(res, errors):
+    """An implementation that failed: the row's status and note. One that has no
+    kernel for this input (NotImplementedError: e.g. torch.cdist's small-input
+    CUDA kernel in float16) makes the row "not available", not an error."""
+    if not errors:
+        return
+    missing = all(isinstance(exc, NotImplementedError) for exc in errors.values())
+    res["status"] = "not available" if missing else "error"
+    res["note"] = "; ".join(f"{k}: {_error_text(v)}" for k, v in errors.items())
 
 
 # --- the device's limits ------------------------------------------------------
@@ -208,10 +219,8 @@ def run_op_case(case, impls, device, dtype, opts):
             res[f"{impl}_s"] = best.get(impl)
         if "compiled" in first:
             res["compile_time_s"] = first["compiled"]
-        if errors:
-            res["status"] = "error"
-            res["note"] = "; ".join(f"{k}: {v}" for k, v in errors.items())
-        if direction == "fwd+bwd" and res["status"] != "error":
+        _report_errors(res, errors)
+        if direction == "fwd+bwd" and not errors:
             leaves = [x.detach().requires_grad_(t.grad) for x, t in zip(inputs, case.tensors)]
             n = case.tensors[0].numel
             for impl in ("reference", "fused"):
@@ -318,9 +327,7 @@ def run_model_case(case, device, dtype, opts):
         if notes:
             res["status"] = "not available"
             res["note"] = "; ".join(dict.fromkeys(notes.values()))  # once each
-        if errors:
-            res["status"] = "error"
-            res["note"] = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        _report_errors(res, errors)
         yield res
     del built, x, target
     _release(device)

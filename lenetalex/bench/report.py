@@ -142,8 +142,8 @@ def fmt_rate(bytes_or_flops_per_s, unit_flops):
     return f"{v / 1e9:.1f} G{unit_flops}"
 
 
-def _status_cell(r):
-    if r["status"] == "not available":
+def _status_cell(r, fused_time):
+    if r["status"] == "not available" and fused_time is None:  # else the reference is the one missing
         return "not available"
     if r["status"] == "error":
         return "ERROR"
@@ -158,7 +158,7 @@ def op_rows(results, compiled):
     head += ["fused throughput", "% limit", "saved B/elem ref->fused"]
     rows = []
     for r in results:
-        cell = _status_cell(r)
+        cell = _status_cell(r, r.get("fused_s"))
         row = [r["case"], r["shape"], r["direction"], fmt_time(r.get("reference_s")),
                cell or fmt_time(r.get("fused_s")), fmt_x(r.get("speedup"))]
         if compiled:
@@ -184,7 +184,7 @@ def model_rows(results, compiled):
         head += ["compiled ref img/s", "vs compiled", "compile"]
     rows = []
     for r in results:
-        cell = _status_cell(r)
+        cell = _status_cell(r, r.get("fused_images_per_s"))
         row = [r["case"], str(r["batch"]), r["direction"], fmt_num(r.get("reference_images_per_s")),
                cell or fmt_num(r.get("fused_images_per_s")), fmt_x(r.get("speedup"))]
         if compiled:
