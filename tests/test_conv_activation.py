@@ -224,6 +224,7 @@ def _args(**over):
     (dict(weight=torch.randn(6, 2, 3, 3, dtype=torch.float64)), TypeError, "weight to have the dtype"),
     (dict(stride=0), ValueError, "stride to be >= 1"),
     (dict(padding=-1), ValueError, "padding to be >= 0"),
+    (dict(padding=2**63 - 1), ValueError, "padding below 2"),  # H + 2 * padding would wrap
     (dict(input=torch.randn(2, 4, 2, 2)), ValueError, "larger than the padded input"),
     (dict(input=torch.randn(2, 0, 9, 9), weight=torch.randn(6, 0, 3, 3), groups=1), ValueError,
      "input with at least one channel"),

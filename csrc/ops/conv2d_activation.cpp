@@ -5,6 +5,8 @@
 
 #include <torch/library.h>
 
+#include <limits>
+
 #include "common/checks.h"
 
 namespace lenetalex {
@@ -51,6 +53,10 @@ Conv2dShape check_conv2d_activation(const at::Tensor& input, const at::Tensor& w
     check_same_dtype(kOp, "bias", *bias, input);
     check_same_device(kOp, "bias", *bias, input);
   }
+  // H + 2 * padding must not overflow (padding near 2^63 wrapped to a small input).
+  const int64_t max_pad = std::numeric_limits<int64_t>::max() / 4;
+  TORCH_CHECK_VALUE(s.ph <= max_pad && s.pw <= max_pad, kOp, ": expected padding below 2^61, got ",
+                    padding);
   TORCH_CHECK_VALUE(s.h + 2 * s.ph >= s.kh && s.w + 2 * s.pw >= s.kw, kOp,
                     ": kernel size (", s.kh, ", ", s.kw, ") is larger than the padded input (",
                     s.h + 2 * s.ph, ", ", s.w + 2 * s.pw, ")");
