@@ -218,7 +218,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
   check_cuda_limits(s);
   c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor gy = grad_output.contiguous(), y = output.contiguous();
-  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  // x feeds only grad_weight, w only grad_input: copied only when they are asked for.
+  const at::Tensor x = output_mask[1] ? input.contiguous() : input;
+  const at::Tensor w = output_mask[0] ? weight.contiguous() : weight;
   const auto opts = input.options();
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);
   at::Tensor gw = grad_or_empty(output_mask[1], weight.sizes(), opts);
