@@ -27,6 +27,8 @@ SHAPES = [
     ((2, 2, 9, 8), (3, 2, 3, 3), (2, 1), (1, 2), 1),  # pairs of stride/padding
     ((1, 64, 9, 9), (96, 64, 3, 3), 1, 1, 1),  # many channels (GEMM path)
     ((2, 6, 12, 12), (4, 3, 5, 5), 4, 2, 2),  # stride 4 with padding
+    ((1, 2, 6, 5), (16, 2, 3, 3), 1, (3, 4), 1),  # padding past the kernel: rows of padding only
+    ((1, 1, 2, 2), (16, 1, 1, 1), 2**31, 2**31 - 1, 1),  # padding and stride past 2^31 - 1
 ]
 
 

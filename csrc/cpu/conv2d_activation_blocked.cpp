@@ -235,7 +235,10 @@ void pack_forward_weights(const Conv2dShape& s, const PlaneConv& pc, const float
 
 bool blocked_supported(const Conv2dShape& s) {
   // Enough output channels to fill vectors; the input plane of one image
-  // (channels-last, padded) should fit in L2.
+  // (channels-last, padded) should fit in L2. Padding of a kernel's size or
+  // more (rows of nothing but padding) goes the GEMM way, which never builds
+  // the padded plane: padding near 2^31 overflowed the plane's size here.
+  if (s.ph >= s.kh || s.pw >= s.kw) return false;
   const int64_t plane = (s.h + 2 * s.ph) * (s.w + 2 * s.pw) * s.cg * 4;
   return s.ocg >= 16 && plane <= (int64_t(3) << 20);
 }
