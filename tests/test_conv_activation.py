@@ -29,6 +29,8 @@ SHAPES = [
     ((2, 6, 12, 12), (4, 3, 5, 5), 4, 2, 2),  # stride 4 with padding
     ((1, 2, 6, 5), (16, 2, 3, 3), 1, (3, 4), 1),  # padding past the kernel: rows of padding only
     ((1, 1, 2, 2), (16, 1, 1, 1), 2**31, 2**31 - 1, 1),  # padding and stride past 2^31 - 1
+    ((1, 1, 3, 3), (2, 1, 3, 3), (1, 2**63 - 1), (0, 2), 1),  # stride near 2^63 (GEMM path)
+    ((1, 1, 3, 3), (1, 1, 1, 1), (1, 2**63 - 1), (0, 2**61 - 1), 1),  # and padding near 2^61
 ]
 
 

@@ -44,7 +44,7 @@ namespace conv_cpu {
 // Output positions [lo, hi) whose input position o*s - p + k lies inside [0, size).
 inline void valid_range(int64_t out, int64_t size, int64_t s, int64_t p, int64_t k, int64_t& lo,
                         int64_t& hi) {
-  lo = p - k > 0 ? (p - k + s - 1) / s : 0;  // o*s - p + k >= 0
+  lo = p - k > 0 ? (p - k - 1) / s + 1 : 0;  // o*s - p + k >= 0 (no p - k + s - 1: s may be ~2^63)
   const int64_t last = size - 1 + p - k;     // o*s - p + k <= size - 1
   hi = last < 0 ? 0 : std::min(out, last / s + 1);
   lo = std::min(lo, hi);

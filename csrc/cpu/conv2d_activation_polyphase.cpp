@@ -107,8 +107,8 @@ void pack_phases(const Conv2dShape& o, const float* src, int64_t hq, int64_t wq,
 }
 
 bool polyphase_supported(const Conv2dShape& s) {
-  const bool spans3 = s.sh > 1 && s.sw > 1 && (s.kh + s.sh - 1) / s.sh == 3 &&
-                      (s.kw + s.sw - 1) / s.sw == 3;
+  const bool spans3 = s.sh > 1 && s.sw > 1 && (s.kh - 1) / s.sh + 1 == 3 &&  // ceil(k / s)
+                      (s.kw - 1) / s.sw + 1 == 3;
   return spans3 && winograd_supported(polyphase_shape(s));
 }
 
