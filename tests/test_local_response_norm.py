@@ -67,6 +67,9 @@ def test_matches_reference(device, dtype, channels, size):
     (0.5, 0.0, 1.0),     # s^0 = 1: y = x
     (0.2, -0.5, 1.0),    # a negative beta multiplies instead
     (3.0, 0.75, 1e-3),   # a small k: s spans decades
+    (-1.0, 1.0, -1.0),   # s < 0: a whole beta has a real power, odd: negative
+    (-1.0, 2.0, -1.0),   # even: positive
+    (-0.5, -1.0, -2.0),  # negative and whole
 ])
 @pytest.mark.parametrize("size", [2, 5])
 def test_alpha_beta_k(device, dtype, alpha, beta, k, size):

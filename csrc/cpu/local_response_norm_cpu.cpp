@@ -197,8 +197,10 @@ inline T exp2_poly(T y) {
 template <typename T>
 struct InvPowGeneral {
   T neg_beta;
+  T neg_sign;  // for s < 0 (lrn_negative_sign)
   inline T operator()(T s) const {
-    const T p = exp2_poly(neg_beta * log2_poly(s));
+    const T m = exp2_poly(neg_beta * log2_poly(std::abs(s)));
+    const T p = s < T(0) ? neg_sign * m : m;
     return neg_beta == T(0) ? T(1) : p;  // s^0 = 1, even for s = 0 or inf
   }
   inline void pow_ratio(T s, T& p, T& p_over_s) const {
@@ -395,7 +397,7 @@ void with_pow(const LrnCoef<double>& cf, F f) {
   if (cf.beta_075 && cf.k >= std::numeric_limits<T>::min() && cf.alpha_n >= 0)
     f(InvPow075<T>{});
   else
-    f(InvPowGeneral<T>{T(cf.neg_beta)});
+    f(InvPowGeneral<T>{T(cf.neg_beta), T(cf.neg_sign)});
 }
 
 at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double alpha,

@@ -57,29 +57,41 @@ struct LrnCoef {
   acc_t neg_beta;  // -beta
   acc_t grad;      // 2 * alpha * beta / size
   bool beta_075;   // beta == 0.75: a cheaper exact-enough s^-0.75
+  acc_t neg_sign;  // s^-beta / |s|^-beta for s < 0: see lrn_negative_sign
 };
+
+// s < 0 (k or alpha negative) has a real power only for a whole beta, as in
+// the reference's pow: s^-beta = (-1)^beta |s|^-beta, and nan otherwise.
+inline double lrn_negative_sign(double beta) {
+  const double r = ::fmod(beta, 2.0);  // exact; nan for an infinite beta
+  return r == 0.0 ? 1.0 : (r == 1.0 || r == -1.0) ? -1.0 : NAN;
+}
 
 template <typename acc_t>
 LrnCoef<acc_t> lrn_coef(int64_t size, double alpha, double beta, double k) {
-  return {alpha / size, k, acc_t(-beta), acc_t(2.0 * alpha * beta / size), beta == 0.75};
+  return {alpha / size, k, acc_t(-beta), acc_t(2.0 * alpha * beta / size), beta == 0.75,
+          acc_t(lrn_negative_sign(beta))};
 }
 
 // s^-beta for the CUDA kernels (and a host check of them): library sqrt/exp2/log2,
 // correctly rounded or within 1-2 ulp on the device. s == 0 gives inf (then
-// x * inf = nan for x == 0, as x / 0^beta in the reference); beta == 0 gives 1.
+// x * inf = nan for x == 0, as x / 0^beta in the reference); beta == 0 gives 1;
+// s < 0 the sign of lrn_negative_sign (beta 0.75: nan, as sqrt gives).
 C10_HOST_DEVICE inline float lrn_inv_pow(float s, const LrnCoef<float>& p) {
   if (p.beta_075) {
     const float r = sqrtf(s);
     return 1.0f / (r * sqrtf(r));
   }
-  return p.neg_beta == 0.0f ? 1.0f : exp2f(p.neg_beta * log2f(s));
+  const float m = exp2f(p.neg_beta * log2f(fabsf(s)));
+  return p.neg_beta == 0.0f ? 1.0f : s < 0.0f ? p.neg_sign * m : m;
 }
 C10_HOST_DEVICE inline double lrn_inv_pow(double s, const LrnCoef<double>& p) {
   if (p.beta_075) {
     const double r = ::sqrt(s);
     return 1.0 / (r * ::sqrt(r));
   }
-  return p.neg_beta == 0.0 ? 1.0 : ::exp2(p.neg_beta * ::log2(s));
+  const double m = ::exp2(p.neg_beta * ::log2(::fabs(s)));
+  return p.neg_beta == 0.0 ? 1.0 : s < 0.0 ? p.neg_sign * m : m;
 }
 
 C10_HOST_DEVICE inline int64_t lrn_max(int64_t a, int64_t b) { return a > b ? a : b; }
