@@ -248,6 +248,21 @@ def test_bad_input_cpu_half():
         lenetalex.avg_subsample(x, w, b)
 
 
+def test_double_backward_raises():
+    # A second derivative must raise, not return zeros.
+    x, w, b = (t.requires_grad_() for t in _inputs((1, 2, 4, 4), "cpu", torch.float64))
+    (gx,) = torch.autograd.grad(lenetalex.avg_subsample(x, w, b, 2).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="avg_subsample: double backward"):
+        torch.autograd.grad(gx.sum(), w)
+
+
+@pytest.mark.parametrize("arg", ["kernel_size", "stride"])
+def test_float_pairs_raise(arg):
+    x, w, b = _inputs((1, 2, 8, 8), "cpu", torch.float32)
+    with pytest.raises(TypeError, match=f"{arg} must be an int or a pair of ints"):
+        lenetalex.avg_subsample(x, w, b, **{"kernel_size": 2, arg: (2.7, 2)})
+
+
 @pytest.mark.cuda
 def test_bad_input_cuda_float8():
     x, w, b = (t.to(torch.float8_e4m3fn) for t in _inputs((2, 3, 8, 8), "cuda", torch.float32))

@@ -234,6 +234,8 @@ def _args(**over):
      "input with at least one channel"),
     (dict(activation="sigmoid"), ValueError, "activation must be one of"),
     (dict(stride=(1, 2, 3)), ValueError, "stride"),
+    (dict(stride=(1.9, 1)), TypeError, "stride must be an int or a pair of ints"),  # not truncated
+    (dict(padding=(0, 0.5)), TypeError, "padding must be an int or a pair of ints"),
 ])
 def test_bad_input_raises_clearly(over, exc, match):
     with pytest.raises(exc, match=match):

@@ -360,6 +360,13 @@ def test_bad_input_cpu_half():
         lenetalex.local_response_norm(x, 3)
 
 
+def test_double_backward_raises():
+    x = _input((1, 5, 2, 2), "cpu", torch.float64).requires_grad_()
+    (gx,) = torch.autograd.grad(lenetalex.local_response_norm(x, 3, 0.5).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="local_response_norm: double backward"):
+        torch.autograd.grad(gx.sum(), x)
+
+
 @pytest.mark.cuda
 def test_bad_input_cuda_float8():
     x = _input((2, 5, 3, 3), "cuda", torch.float32).to(torch.float8_e4m3fn)

@@ -310,6 +310,13 @@ def test_bad_input_rbf_distance():
         OP_BACKWARD(_randn(4, 2), x, w, [True, True])
 
 
+def test_double_backward_raises():
+    x, w = _randn(4, 6).requires_grad_(), _randn(3, 6).requires_grad_()
+    (gx,) = torch.autograd.grad(lenetalex.rbf_distance(x, w).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="rbf_distance: double backward"):
+        torch.autograd.grad(gx.sum(), w)
+
+
 @pytest.mark.cuda
 def test_bad_input_rbf_distance_cuda_float8():
     x, w = (t.to("cuda", torch.float8_e4m3fn) for t in (_randn(4, 6), _randn(3, 6)))

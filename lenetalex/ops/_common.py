@@ -12,7 +12,10 @@ def pair(value, name):
         a, b = value
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    return [int(a), int(b)]
+    for v in (a, b):  # int() would truncate 2.7 to 2 without a word
+        if isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return [a, b]
 
 
 def check_activation(activation):
@@ -32,3 +35,19 @@ def check_devices(op, input, **others):
 def empty_grad(like):
     """What a backward op returns for a grad its output_mask did not ask for."""
     return like.new_empty((0,))
+
+
+def forbid_double_backward(op):
+    """Registers an autograd formula for lenetalex::<op>_backward that raises:
+    without one, differentiating the backward op (a gradient of the gradient)
+    would silently give zeros."""
+
+    def raise_(ctx, *grads):
+        raise NotImplementedError(
+            f"{op}: double backward (a gradient of the gradient) is not supported; "
+            f"use lenetalex.reference.{op} for higher-order derivatives"
+        )
+
+    torch.library.register_autograd(
+        f"lenetalex::{op}_backward", raise_, setup_context=lambda ctx, inputs, output: None
+    )

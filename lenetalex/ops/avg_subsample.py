@@ -6,7 +6,7 @@ reference: lenetalex.reference.avg_subsample; tests: tests/test_avg_subsample.py
 """
 import torch
 
-from ._common import check_activation, check_devices, empty_grad, pair
+from ._common import check_activation, check_devices, empty_grad, forbid_double_backward, pair
 
 _ops = torch.ops.lenetalex
 
@@ -74,6 +74,7 @@ def _backward(ctx, grad):
 
 
 torch.library.register_autograd("lenetalex::avg_subsample", _backward, setup_context=_setup_context)
+forbid_double_backward("avg_subsample")
 
 
 def check_cases(device, dtype):

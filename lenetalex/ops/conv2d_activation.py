@@ -10,7 +10,7 @@ tests/test_conv_activation.py.
 """
 import torch
 
-from ._common import check_activation, check_devices, empty_grad, pair
+from ._common import check_activation, check_devices, empty_grad, forbid_double_backward, pair
 
 _ops = torch.ops.lenetalex
 
@@ -85,19 +85,7 @@ torch.library.register_autograd(
 )
 
 
-def _double_backward(ctx, *grads):
-    raise NotImplementedError(
-        "conv2d_activation: double backward (a gradient of the gradient) is not supported; "
-        "use lenetalex.reference.conv2d_activation for higher-order derivatives"
-    )
-
-
-# Without this, differentiating the backward op would silently give zeros.
-torch.library.register_autograd(
-    "lenetalex::conv2d_activation_backward",
-    _double_backward,
-    setup_context=lambda ctx, inputs, output: None,
-)
+forbid_double_backward("conv2d_activation")
 
 
 # Shapes for `lenetalex check`: LeNet-5's and AlexNet's layers (small batch),

@@ -9,7 +9,7 @@ import operator
 
 import torch
 
-from ._common import check_devices
+from ._common import check_devices, forbid_double_backward
 
 _ops = torch.ops.lenetalex
 
@@ -90,6 +90,7 @@ def _backward(ctx, grad):
 torch.library.register_autograd(
     "lenetalex::local_response_norm", _backward, setup_context=_setup_context
 )
+forbid_double_backward("local_response_norm")
 
 
 # Shapes for `lenetalex check`: AlexNet's two LRN layers (small batch and

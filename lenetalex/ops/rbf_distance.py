@@ -9,7 +9,7 @@ tests: tests/test_rbf.py.
 import torch
 
 from ..reference import DEFAULT_MAP_J
-from ._common import check_devices, empty_grad
+from ._common import check_devices, empty_grad, forbid_double_backward
 
 _ops = torch.ops.lenetalex
 
@@ -63,6 +63,7 @@ def _backward(ctx, grad):
 
 
 torch.library.register_autograd("lenetalex::rbf_distance", _backward, setup_context=_setup_context)
+forbid_double_backward("rbf_distance")
 
 
 _REDUCTIONS = ("mean", "sum", "none")
