@@ -112,6 +112,20 @@ def test_window_size_near_int64_max(device, dtype):
     assert_close(fused[1], ref[1], dtype, factor=GRAD_FACTOR[dtype])
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype,big", [(torch.float64, 1e15), (torch.float32, 1e7)], ids=["f64", "f32"])
+@pytest.mark.parametrize("size", [1, 5])
+def test_one_huge_channel_does_not_spoil_the_next(device, dtype, big, size):
+    # Dropping big^2 from a sliding sum left its rounding error behind: the
+    # channels after it were off by up to 1e9-fold (found by fuzzing). Forward
+    # and grad against the reference, which sums each window afresh.
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 40, 3, 2, generator=g, dtype=torch.float64)
+    x[0, 3, 1, 1] = big
+    x[1, 20:23, 0, 0] = -big
+    check_against_reference(x.to(device, dtype), size, alpha=0.5 * size, beta=0.75, k=1.0)
+
+
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 def test_many_channels_no_drift(device, dtype):
     # 4096 channels whose magnitudes span 6 decades, in runs: a sliding sum that

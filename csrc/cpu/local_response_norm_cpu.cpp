@@ -254,7 +254,8 @@ inline void add_row(double* __restrict acc, const T* __restrict row, int64_t len
 // that entered a sliding sum stays in it after it left the window (inf - inf
 // is nan); the rows report it, OR-ed over the row, and the task restarts that
 // sum from a direct one at the next step, so it spoils only the windows that
-// hold it, as in the reference.
+// hold it, as in the reference. The rows report a drop that cancels most of a
+// sum (lrn_cancelled) the same way.
 inline uint64_t nonfinite_bits(double v) { return std::bit_cast<uint64_t>(v - v); }
 
 template <typename T, typename Pow>
@@ -266,8 +267,9 @@ inline uint64_t forward_row(double* __restrict sum, const T* __restrict in,
     const double a = in[i], b = out[i];
     const double sm = sum[i] + a * a;
     yc[i] = xc[i] * pw(T(k + alpha_n * sm));
-    sum[i] = sm - b * b;
-    bad |= nonfinite_bits(sum[i]);
+    const double drop = b * b;
+    sum[i] = sm - drop;
+    bad |= nonfinite_bits(sum[i]) | uint64_t(lrn_cancelled(alpha_n * drop, k + alpha_n * sum[i]));
   }
   return bad;
 }
@@ -288,23 +290,35 @@ inline uint64_t backward_row(double* __restrict ssum, double* __restrict tsum,
     tc[i] = t;
     pc[i] = gyc[i] * p;
     tsum[i] += double(t);
-    ssum[i] = sm - b * b;
-    bad |= nonfinite_bits(ssum[i]);
+    const double drop = b * b;
+    ssum[i] = sm - drop;
+    bad |= nonfinite_bits(ssum[i]) | uint64_t(lrn_cancelled(alpha_n * drop, k + alpha_n * ssum[i]));
   }
   return bad;
 }
 
-// dx_j = dy_j p_j - grad * x_j * (sum of t over W'(j)); tsum -= the t leaving.
+// tsum -= the t leaving W'(j); nonzero when that cancels most of a sum
+// (lrn_cancelled): its rounding would show in dx_j, so the caller sums afresh.
 template <typename T>
-inline uint64_t dx_row(double* __restrict tsum, const T* __restrict leaving,
-                       const T* __restrict pj, const T* __restrict xj, T* __restrict gxj,
-                       int64_t len, T grad) {
+inline uint64_t drop_row(double* __restrict tsum, const T* __restrict leaving, int64_t len) {
   uint64_t bad = 0;
   for (int64_t i = 0; i < len; ++i) {
-    const double ts = tsum[i] - double(leaving[i]);
+    const double drop = leaving[i];
+    const double ts = tsum[i] - drop;
     tsum[i] = ts;
-    gxj[i] = pj[i] - grad * xj[i] * T(ts);
-    bad |= nonfinite_bits(ts);
+    bad |= uint64_t(lrn_cancelled(drop, ts));
+  }
+  return bad;
+}
+
+// dx_j = dy_j p_j - grad * x_j * (sum of t over W'(j)).
+template <typename T>
+inline uint64_t dx_row(const double* __restrict tsum, const T* __restrict pj,
+                       const T* __restrict xj, T* __restrict gxj, int64_t len, T grad) {
+  uint64_t bad = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    gxj[i] = pj[i] - grad * xj[i] * T(tsum[i]);
+    bad |= nonfinite_bits(tsum[i]);
   }
   return bad;
 }
@@ -342,15 +356,14 @@ C10_NOINLINE void backward_task(const LrnShape& s, const T* gy, const T* x, T* g
   bool restart_s = true, restart_t = false;
   // dx_j; tsum holds t over [max(j - after - 1, 0), min(j + before, C - 1)].
   auto emit = [&](int64_t j) {
-    const T* leaving = sc.zeros;
-    if (restart_t || (j > 0 && j % period == 0)) {  // restart the sum over W'(j) from the ring
+    const bool fresh = restart_t || (j > 0 && j % period == 0) ||
+                       (j - s.after - 1 >= 0 && drop_row(sc.tsum, ring_t(j - s.after - 1), len));
+    if (fresh) {  // the sum over W'(j) afresh from the ring
       std::fill(sc.tsum, sc.tsum + len, 0.0);
       for (int64_t q = std::max<int64_t>(j - s.after, 0); q <= std::min(j + s.before, s.c - 1); ++q)
         add_row(sc.tsum, ring_t(q), len);
-    } else if (j - s.after - 1 >= 0) {
-      leaving = ring_t(j - s.after - 1);
     }
-    restart_t = dx_row(sc.tsum, leaving, ring_p(j), x + j * s.l, gx + j * s.l, len, T(cf.grad));
+    restart_t = dx_row(sc.tsum, ring_p(j), x + j * s.l, gx + j * s.l, len, T(cf.grad));
   };
   std::fill(sc.tsum, sc.tsum + len, 0.0);
   for (int64_t c = 0; c < s.c; ++c) {

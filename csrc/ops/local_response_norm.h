@@ -112,6 +112,18 @@ C10_HOST_DEVICE inline double lrn_square(const double* x, int64_t stride, int64_
 // it spoils only the windows that hold the inf or nan, as in the reference.
 C10_HOST_DEVICE inline bool lrn_nonfinite(double v) { return !(v - v == 0.0); }
 
+// A sliding sum that drops a term far larger than what it feeds keeps that
+// term's rounding error (~eps * term; more where the compiler fuses the
+// square into the subtraction): one value of 1e15 among ones left channels
+// after it off by 1e9-fold. Restarted from a direct sum when the dropped term
+// exceeds kLrnCancel times the quantity the sum feeds (s = k + alpha_n * sum,
+// or the t sum itself), the error stays within ~kLrnCancel * eps of it. Data
+// of ordinary range never comes near this.
+constexpr double kLrnCancel = 65536.0;
+C10_HOST_DEVICE inline bool lrn_cancelled(double dropped, double fed) {
+  return ::fabs(dropped) > kLrnCancel * ::fabs(fed);
+}
+
 // Sum of x^2 over channels [lo, hi) of one column (clamped to [0, C)).
 template <typename scalar_t>
 C10_HOST_DEVICE inline double lrn_sum_sq(const scalar_t* x, int64_t stride, int64_t C, int64_t lo,
@@ -137,8 +149,9 @@ C10_HOST_DEVICE void lrn_forward_column(const scalar_t* x, scalar_t* y, int64_t 
     const acc_t sc = static_cast<acc_t>(p.k + p.alpha_n * sum);
     const acc_t xc = static_cast<acc_t>(x[c * stride]);
     y[c * stride] = static_cast<scalar_t>(xc * lrn_inv_pow(sc, p));
-    if (c - s.before >= 0) sum -= lrn_square(x, stride, c - s.before);
-    restart = lrn_nonfinite(sum);
+    const double drop = c - s.before >= 0 ? lrn_square(x, stride, c - s.before) : 0.0;
+    sum -= drop;
+    restart = lrn_nonfinite(sum) || lrn_cancelled(p.alpha_n * drop, p.k + p.alpha_n * sum);
   }
 }
 
@@ -163,12 +176,17 @@ C10_HOST_DEVICE void lrn_backward_column(const scalar_t* gy, const scalar_t* x, 
   bool restart_s = true, restart_t = false;
   // Emits dx_j; on entry tsum holds t over [max(j - after - 1, cs), min(j + before, C - 1)].
   auto emit = [&](int64_t j) {
-    if (restart_t || (j != j0 && j % period == 0)) {
+    auto fresh = [&] {
       tsum = 0;
       for (int64_t q = lrn_max(j - s.after, 0); q <= lrn_min(j + s.before, s.c - 1); ++q)
         tsum += static_cast<double>(ring_t[(q % R) * ring_stride]);
+    };
+    if (restart_t || (j != j0 && j % period == 0)) {
+      fresh();
     } else if (j - s.after - 1 >= cs) {
-      tsum -= static_cast<double>(ring_t[((j - s.after - 1) % R) * ring_stride]);
+      const double drop = static_cast<double>(ring_t[((j - s.after - 1) % R) * ring_stride]);
+      tsum -= drop;
+      if (lrn_cancelled(drop, tsum)) fresh();  // its rounding would show in dx_j
     }
     restart_t = lrn_nonfinite(tsum);
     const acc_t xj = static_cast<acc_t>(x[j * stride]);
@@ -184,8 +202,9 @@ C10_HOST_DEVICE void lrn_backward_column(const scalar_t* gy, const scalar_t* x, 
     ring_t[(c % R) * ring_stride] = t;
     ring_p[(c % R) * ring_stride] = dyp;
     tsum += static_cast<double>(t);
-    if (c - s.before >= 0) ssum -= lrn_square(x, stride, c - s.before);
-    restart_s = lrn_nonfinite(ssum);
+    const double drop = c - s.before >= 0 ? lrn_square(x, stride, c - s.before) : 0.0;
+    ssum -= drop;
+    restart_s = lrn_nonfinite(ssum) || lrn_cancelled(p.alpha_n * drop, p.k + p.alpha_n * ssum);
     if (c - s.before >= j0) emit(c - s.before);  // W'(c - before) ends at c
   }
   // dx_j whose W'(j) is cut by the last channel.
