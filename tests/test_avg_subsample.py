@@ -248,6 +248,14 @@ def test_bad_input_cpu_half():
         lenetalex.avg_subsample(x, w, b)
 
 
+def test_fake_kernel_checks_values_too():
+    x, w, b = (t.to("meta") for t in _inputs((2, 3, 4, 4), "cpu", torch.float32))
+    with pytest.raises(ValueError, match="larger than the input"):
+        lenetalex.avg_subsample(x, w, b, kernel_size=9)
+    with pytest.raises(ValueError, match="weight and bias of length 3"):
+        lenetalex.avg_subsample(x, w[:2], b, kernel_size=2)
+
+
 def test_double_backward_raises():
     # A second derivative must raise, not return zeros.
     x, w, b = (t.requires_grad_() for t in _inputs((1, 2, 4, 4), "cpu", torch.float64))

@@ -242,6 +242,19 @@ def test_bad_input_raises_clearly(over, exc, match):
         lenetalex.conv2d_activation(**_args(**over))
 
 
+@pytest.mark.parametrize("over,match", [
+    (dict(input=torch.empty(2, 4, 2, 2)), "larger than the padded input"),
+    (dict(groups=1), "groups=1 disagree"),
+    (dict(groups=0), "groups >= 1"),
+])
+def test_fake_kernel_checks_values_too(over, match):
+    # On meta tensors (torch.compile's tracing) only the fake kernel runs: it
+    # refuses what the C++ checks refuse, rather than inventing a shape.
+    args = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in _args(**over).items()}
+    with pytest.raises(ValueError, match=match):
+        lenetalex.conv2d_activation(**args)
+
+
 def test_mixed_devices_raise():
     # No GPU here: the meta device stands in for "another device".
     with pytest.raises(ValueError, match="weight to be on the device of input"):

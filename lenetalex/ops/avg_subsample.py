@@ -37,6 +37,14 @@ def _fake(input, weight, bias, kernel_size, stride, activation):
     torch._check(weight.dim() == 1, lambda: "avg_subsample: expected weight to be 1-D")
     torch._check(bias.dim() == 1, lambda: "avg_subsample: expected bias to be 1-D")
     n, c, h, w = input.shape
+    # The C++ checks' value rules (the kernels that hold them do not run here).
+    op = "avg_subsample"
+    torch._check_value(min(kernel_size) >= 1 and min(stride) >= 1,
+                       lambda: f"{op}: expected kernel_size and stride >= 1")
+    torch._check_value(weight.shape[0] == c and bias.shape[0] == c,
+                       lambda: f"{op}: expected weight and bias of length {c} (input's channels)")
+    torch._check_value(kernel_size[0] <= h and kernel_size[1] <= w,
+                       lambda: f"{op}: kernel_size {tuple(kernel_size)} is larger than the input")
     oh = _out_size(h, kernel_size[0], stride[0])
     ow = _out_size(w, kernel_size[1], stride[1])
     return input.new_empty((n, c, oh, ow))

@@ -39,7 +39,21 @@ def _fake(input, weight, bias, stride, padding, groups, activation):
     check_devices("conv2d_activation", input, weight=weight, bias=bias)
     torch._check(input.dim() == 4, lambda: "conv2d_activation: expected input to be 4-D")
     torch._check(weight.dim() == 4, lambda: "conv2d_activation: expected weight to be 4-D")
-    n, _, h, w = input.shape
+    n, c, h, w = input.shape
+    # The C++ checks' value rules (the kernels that hold them do not run here).
+    op = "conv2d_activation"
+    torch._check_value(groups >= 1, lambda: f"{op}: expected groups >= 1, got {groups}")
+    torch._check_value(min(stride) >= 1, lambda: f"{op}: expected stride to be >= 1, got {stride}")
+    torch._check_value(min(padding) >= 0, lambda: f"{op}: expected padding to be >= 0, got {padding}")
+    torch._check_value(c >= 1, lambda: f"{op}: expected input with at least one channel")
+    torch._check_value(
+        c % groups == 0 and weight.shape[0] % groups == 0 and weight.shape[1] * groups == c,
+        lambda: f"{op}: input channels {c}, weight {tuple(weight.shape)} and groups={groups} disagree",
+    )
+    torch._check_value(
+        h + 2 * padding[0] >= weight.shape[2] and w + 2 * padding[1] >= weight.shape[3],
+        lambda: f"{op}: kernel size is larger than the padded input",
+    )
     oh = _out_size(h, weight.shape[2], stride[0], padding[0])
     ow = _out_size(w, weight.shape[3], stride[1], padding[1])
     return input.new_empty((n, weight.shape[0], oh, ow))
