@@ -222,6 +222,8 @@ def _args(**over):
     (dict(groups=1), ValueError, "input channels per group"),
     (dict(groups=3), ValueError, "groups=3"),
     (dict(groups=0), ValueError, "groups >= 1"),
+    (dict(groups=True), TypeError, "expected groups to be an int"),  # not groups=1
+    (dict(groups=2.0), TypeError, "expected groups to be an int"),
     (dict(bias=torch.randn(5)), ValueError, "bias of length 6"),
     (dict(bias=torch.randn(6, 1)), ValueError, "bias to be 1-D"),
     (dict(input=torch.ones(2, 4, 9, 9, dtype=torch.int32)), TypeError, "input to be a floating-point"),

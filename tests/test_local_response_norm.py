@@ -360,6 +360,7 @@ def test_bad_input(device):
         (lambda: f(x, 0), ValueError, r"local_response_norm: expected size >= 1, got 0"),
         (lambda: f(x, -2), ValueError, r"expected size >= 1, got -2"),
         (lambda: f(x, 2.5), TypeError, r"expected size to be an int"),
+        (lambda: f(x, True), TypeError, r"expected size to be an int"),  # not size 1
         (lambda: f(x.long(), 3), TypeError, r"expected input to be a floating-point tensor"),
         (lambda: f(x.int(), 3), TypeError, r"expected input to be a floating-point tensor"),
     ]

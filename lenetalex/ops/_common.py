@@ -1,4 +1,6 @@
 """Helpers every op's Python entry shares."""
+import operator
+
 import torch
 
 ACTIVATIONS = ("scaled_tanh", "tanh", "relu", "identity")
@@ -16,6 +18,19 @@ def pair(value, name):
         if isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)):
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     return [a, b]
+
+
+def check_int(op, value, name):
+    """An int argument (numpy ints too), but not a bool, which the op's schema
+    would take as 0 or 1."""
+    if not isinstance(value, bool):
+        if isinstance(value, torch.SymInt):
+            return value
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{op}: expected {name} to be an int, got {value!r}")
 
 
 def check_activation(activation):

@@ -10,7 +10,14 @@ tests/test_conv_activation.py.
 """
 import torch
 
-from ._common import check_activation, check_devices, empty_grad, forbid_double_backward, pair
+from ._common import (
+    check_activation,
+    check_devices,
+    check_int,
+    empty_grad,
+    forbid_double_backward,
+    pair,
+)
 
 _ops = torch.ops.lenetalex
 
@@ -26,7 +33,8 @@ def conv2d_activation(
     """
     check_activation(activation)
     return _ops.conv2d_activation(
-        input, weight, bias, pair(stride, "stride"), pair(padding, "padding"), groups, activation
+        input, weight, bias, pair(stride, "stride"), pair(padding, "padding"),
+        check_int("conv2d_activation", groups, "groups"), activation,
     )
 
 

@@ -5,11 +5,10 @@ csrc/cpu/local_response_norm_cpu.cpp and csrc/cuda/local_response_norm_cuda.cu;
 reference: lenetalex.reference.local_response_norm (F.local_response_norm);
 tests: tests/test_local_response_norm.py.
 """
-import operator
 
 import torch
 
-from ._common import check_devices, forbid_double_backward
+from ._common import check_devices, check_int, forbid_double_backward
 
 _ops = torch.ops.lenetalex
 
@@ -42,10 +41,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     intermediates, 12 bytes per element in float32) and recomputes the window
     sums.
     """
-    try:
-        size = operator.index(size)
-    except TypeError:
-        raise TypeError(f"local_response_norm: expected size to be an int, got {size!r}") from None
+    size = check_int("local_response_norm", size, "size")
     return _ops.local_response_norm(input, size, float(alpha), float(beta), float(k))
 
 
