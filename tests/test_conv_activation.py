@@ -257,6 +257,16 @@ def test_fake_kernel_checks_values_too(over, match):
         lenetalex.conv2d_activation(**args)
 
 
+def test_numpy_ints_are_ints():
+    # stride/padding/groups from numpy (e.g. a config array) are ints, not floats
+    import numpy as np
+
+    args = _args(stride=(np.int64(2), 1), padding=np.array([1, 0]), groups=np.int32(2))
+    expected = _args(stride=(2, 1), padding=(1, 0), groups=2)
+    torch.testing.assert_close(lenetalex.conv2d_activation(**args),
+                               lenetalex.conv2d_activation(**expected), rtol=0, atol=0)
+
+
 def test_mixed_devices_raise():
     # No GPU here: the meta device stands in for "another device".
     with pytest.raises(ValueError, match="weight to be on the device of input"):

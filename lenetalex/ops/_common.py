@@ -6,6 +6,17 @@ import torch
 ACTIVATIONS = ("scaled_tanh", "tanh", "relu", "identity")
 
 
+def _index(value):
+    """value as an int: Python and numpy ints, SymInts; a bool or a float raises
+    TypeError (the op's schema would take a bool as 0 or 1, int() would
+    truncate 2.7 to 2)."""
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, torch.SymInt):
+        return value
+    return operator.index(value)
+
+
 def pair(value, name):
     """An int or a pair of ints, as torch.nn.functional takes stride/padding."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -14,23 +25,18 @@ def pair(value, name):
         a, b = value
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    for v in (a, b):  # int() would truncate 2.7 to 2 without a word
-        if isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return [a, b]
+    try:
+        return [_index(a), _index(b)]
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
 
 
 def check_int(op, value, name):
-    """An int argument (numpy ints too), but not a bool, which the op's schema
-    would take as 0 or 1."""
-    if not isinstance(value, bool):
-        if isinstance(value, torch.SymInt):
-            return value
-        try:
-            return operator.index(value)
-        except TypeError:
-            pass
-    raise TypeError(f"{op}: expected {name} to be an int, got {value!r}")
+    """An int argument (numpy ints too), not a bool or a float."""
+    try:
+        return _index(value)
+    except TypeError:
+        raise TypeError(f"{op}: expected {name} to be an int, got {value!r}") from None
 
 
 def check_activation(activation):
