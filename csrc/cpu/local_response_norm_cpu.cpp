@@ -269,7 +269,7 @@ inline uint64_t forward_row(double* __restrict sum, const T* __restrict in,
     yc[i] = xc[i] * pw(T(k + alpha_n * sm));
     const double drop = b * b;
     sum[i] = sm - drop;
-    bad |= nonfinite_bits(sum[i]) | uint64_t(lrn_cancelled(alpha_n * drop, k + alpha_n * sum[i]));
+    bad |= nonfinite_bits(sum[i]) | uint64_t(lrn_drop_cancels(drop, sum[i], alpha_n, k));
   }
   return bad;
 }
@@ -292,7 +292,7 @@ inline uint64_t backward_row(double* __restrict ssum, double* __restrict tsum,
     tsum[i] += double(t);
     const double drop = b * b;
     ssum[i] = sm - drop;
-    bad |= nonfinite_bits(ssum[i]) | uint64_t(lrn_cancelled(alpha_n * drop, k + alpha_n * ssum[i]));
+    bad |= nonfinite_bits(ssum[i]) | uint64_t(lrn_drop_cancels(drop, ssum[i], alpha_n, k));
   }
   return bad;
 }

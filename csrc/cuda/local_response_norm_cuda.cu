@@ -103,6 +103,11 @@ __global__ void backward_kernel(const scalar_t* __restrict__ gy, const scalar_t*
   }
 }
 
+// Channels per chunk of a column: chunks start at multiples of the restart
+// period; one chunk when the period passes C (min: no overflow in the chunk
+// count for a size near 2^63).
+int64_t chunk_channels(const LrnShape& s) { return std::min(lrn_period(s.size), s.c); }
+
 at::Tensor local_response_norm_cuda(const at::Tensor& input, int64_t size, double alpha,
                                     double beta, double k) {
   const LrnShape s = check_local_response_norm(input, size);
@@ -110,9 +115,7 @@ at::Tensor local_response_norm_cuda(const at::Tensor& input, int64_t size, doubl
   const at::Tensor x = input.contiguous();
   at::Tensor y = at::empty(input.sizes(), input.options());
   if (y.numel() == 0) return y;
-  // Chunks of channels start at multiples of the restart period; one chunk when
-  // the period passes C (min: no overflow in nchunks for a size near 2^63).
-  const int64_t chunk = std::min(lrn_period(s.size), s.c);
+  const int64_t chunk = chunk_channels(s);
   const int64_t nchunks = (s.c + chunk - 1) / chunk;
   const int64_t blocks = blocks_for(s.n * nchunks * s.l, kThreads);
   auto stream = c10::cuda::getCurrentCUDAStream();
@@ -147,7 +150,7 @@ at::Tensor local_response_norm_backward_cuda(const at::Tensor& grad_output,
     if (!shared) threads = kThreads;
     // The global-ring fallback walks every channel in one chunk (its ring is
     // indexed by column only).
-    const int64_t chunk = shared ? std::min(lrn_period(s.size), s.c) : s.c;
+    const int64_t chunk = shared ? chunk_channels(s) : s.c;
     const int64_t nchunks = (s.c + chunk - 1) / chunk;
     at::Tensor scratch;
     if (!shared) {

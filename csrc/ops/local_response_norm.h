@@ -123,6 +123,11 @@ constexpr double kLrnCancel = 65536.0;
 C10_HOST_DEVICE inline bool lrn_cancelled(double dropped, double fed) {
   return ::fabs(dropped) > kLrnCancel * ::fabs(fed);
 }
+// The window sum of squares: dropping the square `drop` left `sum`, which
+// feeds s = k + alpha_n * sum.
+C10_HOST_DEVICE inline bool lrn_drop_cancels(double drop, double sum, double alpha_n, double k) {
+  return lrn_cancelled(alpha_n * drop, k + alpha_n * sum);
+}
 
 // Sum of x^2 over channels [lo, hi) of one column (clamped to [0, C)).
 template <typename scalar_t>
@@ -151,7 +156,7 @@ C10_HOST_DEVICE void lrn_forward_column(const scalar_t* x, scalar_t* y, int64_t 
     y[c * stride] = static_cast<scalar_t>(xc * lrn_inv_pow(sc, p));
     const double drop = c - s.before >= 0 ? lrn_square(x, stride, c - s.before) : 0.0;
     sum -= drop;
-    restart = lrn_nonfinite(sum) || lrn_cancelled(p.alpha_n * drop, p.k + p.alpha_n * sum);
+    restart = lrn_nonfinite(sum) || lrn_drop_cancels(drop, sum, p.alpha_n, p.k);
   }
 }
 
@@ -204,7 +209,7 @@ C10_HOST_DEVICE void lrn_backward_column(const scalar_t* gy, const scalar_t* x, 
     tsum += static_cast<double>(t);
     const double drop = c - s.before >= 0 ? lrn_square(x, stride, c - s.before) : 0.0;
     ssum -= drop;
-    restart_s = lrn_nonfinite(ssum) || lrn_cancelled(p.alpha_n * drop, p.k + p.alpha_n * ssum);
+    restart_s = lrn_nonfinite(ssum) || lrn_drop_cancels(drop, ssum, p.alpha_n, p.k);
     if (c - s.before >= j0) emit(c - s.before);  // W'(c - before) ends at c
   }
   // dx_j whose W'(j) is cut by the last channel.
