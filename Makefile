@@ -22,7 +22,7 @@ endif
 
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
 
-.PHONY: run test test-cpu build clean
+.PHONY: run test test-cpu build clean gpu-check
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -65,3 +65,9 @@ test-cpu:
 
 clean:
 	rm -rf build $(CPU_TREE) lenetalex/_C*.so lenetalex/_build_config.py $(VENV)/.built
+
+# On a lent GPU machine (the device tool): build for its architecture, CUDA
+# tests, compute-sanitizer, `lenetalex bench --device cuda`; see bench/gpu_check.sh.
+# Exits 2 where there is no GPU.
+gpu-check:
+	bash bench/gpu_check.sh

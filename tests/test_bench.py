@@ -264,3 +264,31 @@ def test_a_dtype_the_device_does_not_run_is_reported_as_not_run():
     dev = _device(rep)
     assert "bfloat16" in dev["skipped"] and dev["results"] == []
     assert "not run" in report.render(rep)
+
+
+def test_tf32_is_recorded_and_the_flags_restored(monkeypatch):
+    """--tf32 lets the reference's cuDNN/matmuls use TF32 while timing (the matmul
+    limit stays float32) and puts PyTorch's flags back afterwards."""
+    seen = []
+    real_limits = measure.measure_limits
+
+    def limits(*args, **kwargs):
+        seen.append(("limits", torch.backends.cuda.matmul.allow_tf32))
+        return real_limits(*args, **kwargs)
+
+    def ref(*args, **kwargs):
+        seen.append(("case", torch.backends.cuda.matmul.allow_tf32))
+        return reference.rbf_distance(*args, **kwargs)
+
+    monkeypatch.setattr(measure, "measure_limits", limits)
+    monkeypatch.setattr(reference, "rbf_distance", ref)
+    before = torch.backends.cuda.matmul.allow_tf32  # a module proxy: monkeypatch can't undo it
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        rep = bench.run(ops=["rbf"], tf32=True, **FAST)
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    assert rep["settings"]["cuda_tf32"] is True
+    assert "reference with TF32" in report.render(rep)
+    assert ("limits", False) in seen and ("case", True) in seen and ("case", False) not in seen

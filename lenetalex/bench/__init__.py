@@ -130,9 +130,10 @@ def _devices(choice):
 
 
 def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=False, quick=False,
-        min_run_time=None, rounds=None, progress=True, fused=None):
+        min_run_time=None, rounds=None, progress=True, fused=None, tf32=False):
     """Runs the suite; returns the report dict (what --json writes). fused: where
-    the fused ops are looked up by name (default: the lenetalex module)."""
+    the fused ops are looked up by name (default: the lenetalex module). tf32:
+    let the reference's cuDNN convolutions and matmuls use TF32 on CUDA."""
     import lenetalex
     from lenetalex import reference
 
@@ -148,7 +149,7 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
     opts = argparse.Namespace(compile=compile, min_run_time=mrt, rounds=rounds)
     rep = {"environment": environment(),
            "settings": {"device": device, "dtype": dtype, "ops": ops, "batch": batch, "compile": compile,
-                        "quick": quick, "min_run_time": mrt, "rounds": rounds},
+                        "quick": quick, "min_run_time": mrt, "rounds": rounds, "cuda_tf32": tf32},
            "devices": []}
     devices = _devices(device)
     runnable = []
@@ -164,17 +165,20 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
             runnable.append(dev)
     total = sum(len(_plan(d["device"], ops, batch)) * 2 for d in runnable)
     bar = _Progress(total, progress)
-    # float32 means float32 on both sides: no TF32 in the reference's cuDNN
-    # convolutions or matmuls (the fused kernels don't use it either).
-    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    rep["settings"]["cuda_tf32"] = False
+    # float32 means float32 on both sides unless asked: no TF32 in the
+    # reference's cuDNN convolutions or matmuls (the fused kernels don't use it).
+    # --tf32 measures against the faster, less exact cuDNN that PyTorch's
+    # allow_tf32 flags give.
+    saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     try:
         for dev in runnable:
             device = torch.device(dev["device"])
             dev["threads"] = torch.get_num_threads()
             bar.describe(f"{dev['device']}: measuring limits")
+            # The matmul limit stays a float32 one (the report says "TF32 off").
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
             dev["limits"] = measure.measure_limits(device, tdtype, mrt, quick)
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
             for op, case in _plan(dev["device"], ops, batch):
                 bar.describe(f"{dev['device']} {op} {case.name}")
                 if op == "models":
@@ -191,7 +195,7 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
             dev["targets"] = _report.targets(dev["results"], compile)
     finally:
         bar.close()
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_tf32
     return rep
 
 
@@ -234,7 +238,7 @@ def cmd_bench(args):
     t0 = time.perf_counter()
     rep = run(device=args.device, dtype=args.dtype, ops=args.ops, batch=args.batch, compile=args.compile,
               quick=args.quick, min_run_time=args.min_run_time, rounds=args.rounds,
-              progress=not args.no_progress)
+              progress=not args.no_progress, tf32=args.tf32)
     rep["wall_time_s"] = time.perf_counter() - t0
     print(_report.render(rep))
     print(f"wall time {rep['wall_time_s']:.1f} s")
@@ -269,6 +273,9 @@ def add_parser(subparsers):
     p.add_argument("--batch", type=_positive(int), help="override every batch size (N of rbf_distance too)")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile of the references (compile time reported apart)")
+    p.add_argument("--tf32", action="store_true",
+                   help="let the CUDA reference's cuDNN convolutions and matmuls use TF32 "
+                        "(default off: float32 on both sides)")
     p.add_argument("--quick", action="store_true", help="two short rounds per case, same shapes (under two minutes)")
     p.add_argument("--min-run-time", type=_positive(float), help="seconds per timing (default 0.05 quick, 0.4 full)")
     p.add_argument("--rounds", type=_positive(int), help="timing rounds per case (default 2 quick, 3 full)")

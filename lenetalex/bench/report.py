@@ -249,7 +249,8 @@ def render(report, markdown=False):
            f"lenetalex {env['lenetalex']} (commit {env['git_commit']}{' dirty' if env.get('git_dirty') else ''}), "
            f"torch {env['torch']} (CUDA {env['cuda']}), threads {env['threads']}; "
            f"{'quick, ' if st['quick'] else ''}min_run_time {st['min_run_time']} s x {st['rounds']} round(s)"
-           f"{', --compile' if compiled else ''}"]
+           f"{', --compile' if compiled else ''}"
+           f"{', reference with TF32 on CUDA' if st.get('cuda_tf32') else ''}"]
     for dev in report["devices"]:
         out.append("")
         out.append(h(2, f"{dev['device']}: {dev['device_name']}, {dev['dtype']}"))

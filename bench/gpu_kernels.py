@@ -1,0 +1,111 @@
+"""Calls every CUDA kernel of lenetalex once, forward and backward, on small
+shapes: the program `make gpu-check` runs under compute-sanitizer (memcheck,
+racecheck, synccheck), where every launch costs seconds, so nothing is timed
+and nothing is large. Each case is also compared with lenetalex.reference, so a
+kernel that the sanitizer passes but that computes garbage still fails here.
+
+    python3 bench/gpu_kernels.py [--dtypes float32,bfloat16] [--device cuda|cpu]
+
+(--device cpu runs the same cases on the CPU kernels: a dry run of this script.)
+
+Exit 0: every kernel ran and matched; 1: a mismatch; 2: no CUDA device.
+Which kernels a case reaches (see the file comments of csrc/cuda/*.cu):
+  conv2d_activation  direct forward (LeNet C1, forced with
+                     LENETALEX_CONV_CUDA_KERNEL=direct), implicit-GEMM forward
+                     (AlexNet-like, grouped), grad_input / grad_weight split-K /
+                     grad_bias in the backward
+  avg_subsample      2x2/2 and general forward; backward with and without
+                     grad_input (the two loops) and the finish kernel
+  local_response_norm  forward; backward with its ring in shared memory and,
+                     for a window too wide for it, in global memory
+  rbf_distance       forward; grad kernel and its slice sum
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import lenetalex  # noqa: E402
+from lenetalex import reference  # noqa: E402
+
+# max|a - b| / max(max|b|, 1) allowed per dtype (float32 accumulation inside).
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def _cases():
+    """(name, fused, reference, input shapes, env) for every kernel path."""
+    conv = lambda **kw: (lambda x, w, b: lenetalex.conv2d_activation(x, w, b, **kw),  # noqa: E731
+                         lambda x, w, b: reference.conv2d_activation(x, w, b, **kw))
+    sub = lambda **kw: (lambda x, w, b: lenetalex.avg_subsample(x, w, b, **kw),  # noqa: E731
+                        lambda x, w, b: reference.avg_subsample(x, w, b, **kw))
+    lrn = lambda size: (lambda x: lenetalex.local_response_norm(x, size, 1e-4, 0.75, 2.0),  # noqa: E731
+                        lambda x: reference.local_response_norm(x, size, 1e-4, 0.75, 2.0))
+    return [
+        ("conv direct lenet_c1", *conv(), [(4, 1, 32, 32), (6, 1, 5, 5), (6,)], "direct"),
+        ("conv gemm lenet_c5", *conv(), [(4, 16, 5, 5), (120, 16, 5, 5), (120,)], "gemm"),
+        ("conv gemm grouped strided relu", *conv(stride=2, padding=1, groups=2, activation="relu"),
+         [(2, 8, 15, 13), (12, 4, 3, 3), (12,)], "gemm"),
+        ("avg_subsample 2x2", *sub(), [(4, 6, 28, 28), (6,), (6,)], None),
+        ("avg_subsample k3 s2", *sub(kernel_size=3, stride=2, activation="tanh"),
+         [(3, 5, 11, 9), (5,), (5,)], None),
+        ("lrn size 5 (shared ring)", *lrn(5), [(2, 16, 7, 9)], None),
+        ("lrn size 301 (global ring)", *lrn(301), [(1, 320, 3, 3)], None),
+        ("rbf lenet head", lenetalex.rbf_distance, reference.rbf_distance, [(33, 84), (10, 84)], None),
+    ]
+
+
+def _error(a, b):
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    if b.numel() == 0:
+        return 0.0
+    return (a - b).abs().max().item() / max(b.abs().max().item(), 1.0)
+
+
+def run_case(name, fused, ref, shapes, kernel, dtype, device):
+    g = torch.Generator().manual_seed(0)
+    inputs = [(torch.randn(s, generator=g, dtype=torch.float64) * 0.5).to(device, dtype) for s in shapes]
+    if kernel:
+        os.environ["LENETALEX_CONV_CUDA_KERNEL"] = kernel
+    try:
+        errs = []
+        for fn_ in (fused, ref):
+            leaves = [t.clone().requires_grad_(True) for t in inputs]
+            out = fn_(*leaves)
+            gout = torch.ones_like(out)
+            # rbf: the prototypes are fixed in LeNet, but their grad runs a kernel too.
+            grads = torch.autograd.grad(out, leaves, gout)
+            errs.append((out, grads))
+        if device == "cuda":
+            torch.cuda.synchronize()
+    finally:
+        os.environ.pop("LENETALEX_CONV_CUDA_KERNEL", None)
+    (fo, fg), (ro, rg) = errs
+    err = max([_error(fo, ro)] + [_error(a, b) for a, b in zip(fg, rg)])
+    ok = err <= TOL[dtype]
+    print(f"{'ok  ' if ok else 'FAIL'} {name:32s} {str(dtype)[6:]:9s} max normalized error {err:.2e}",
+          flush=True)
+    return ok
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   help="comma-separated: float32, float16, bfloat16, float64 (default float32,bfloat16)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_kernels: no CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not lenetalex.build_info()["cuda_compiled"]:
+        print("gpu_kernels: lenetalex was built without CUDA kernels", file=sys.stderr)
+        return 1
+    dtypes = [getattr(torch, d.strip()) for d in args.dtypes.split(",") if d.strip()]
+    ok = all([run_case(*case, dtype, args.device) for dtype in dtypes for case in _cases()])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
