@@ -270,23 +270,33 @@ class _PlainProgress:
 
 
 def _write_atomic(path, write):
+    """Calls write(f) on a binary file beside path, then renames it onto path:
+    a crash or error mid-write leaves the previous file whole. The data are
+    fsynced before the rename, so after a power loss the name holds the old
+    or the new contents, not a truncated file. A failed write's temporary file
+    is removed."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt too: no stray temporary either way
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def save_checkpoint(path, state):
-    _write_atomic(path, lambda tmp: torch.save(state, tmp))
+    _write_atomic(path, lambda f: torch.save(state, f))
 
 
 def _write_json(path, payload):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-    _write_atomic(path, write)
+    _write_atomic(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
 
 
 def _config(args):
