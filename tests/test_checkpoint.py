@@ -108,10 +108,13 @@ def _truncated(path, made):
 
 
 def _damaged_tensor(path, made):
-    # One float of c1.weight overwritten: the pickle and zip structure stay valid.
+    # One float of the first tensor record overwritten: the pickle and the zip
+    # structure stay valid, only the record's CRC-32 no longer matches.
     data = bytearray((made / "good.pt").read_bytes())
     with zipfile.ZipFile(made / "good.pt") as archive:
         info = next(i for i in archive.infolist() if i.filename.endswith("/data/0"))
+    # The record's bytes follow its local header: 30 fixed bytes, then the name
+    # and the extra field (torch's padding to align the data), lengths at 26.
     name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
     start = info.header_offset + 30 + name_len + extra_len
     data[start:start + 4] = b"\xff\xff\xff\xff"
