@@ -1,8 +1,7 @@
 // avg_subsample: the Autograd and Autocast kernels (see autograd/common.h).
-// Included once, by autograd/autograd.cpp.
+// Included once, by autograd/autograd.cpp, which registers them.
 #pragma once
 
-#include <torch/library.h>
 
 #include "autograd/common.h"
 
@@ -47,14 +46,12 @@ struct AvgSubsampleFunction : public torch::autograd::Function<AvgSubsampleFunct
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const auto& data = ctx->saved_data;
-    // needs_input_grad counts the tensor arguments given: bias is the third if any.
-    const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                   data.at("has_bias").toBool() && ctx->needs_input_grad(2)};
-    auto [gx, gw, gb] = backward_op_handle().call(
-        grads[0], saved[2], saved[0], saved[1], data.at("kernel_size").toIntVector(),
-        data.at("stride").toIntVector(), data.at("activation").toStringRef(), mask);
-    const at::Tensor none;
-    return {mask[0] ? gx : none, mask[1] ? gw : none, mask[2] ? gb : none, none, none, none};
+    const auto mask = mask_with_optional_bias(ctx, data.at("has_bias").toBool());
+    return grads_asked(mask, 6,
+                       backward_op_handle().call(grads[0], saved[2], saved[0], saved[1],
+                                                 data.at("kernel_size").toIntVector(),
+                                                 data.at("stride").toIntVector(),
+                                                 data.at("activation").toStringRef(), mask));
   }
 };
 
@@ -72,11 +69,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_autograd_kernel(
     const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
     const at::Tensor& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     c10::string_view activation, std::array<bool, 3> output_mask) {
-  const variable_list out = backward_op(
-      "avg_subsample", {grad_output, output, input, weight}, [&]() -> variable_list {
-        auto [gx, gw, gb] = backward_op_handle().call(grad_output, output, input, weight,
-                                                      kernel_size, stride, activation, output_mask);
-        return {gx, gw, gb};
+  const variable_list out =
+      backward_op("avg_subsample", {grad_output, output, input, weight}, [&] {
+        return as_list(backward_op_handle().call(grad_output, output, input, weight, kernel_size,
+                                                 stride, activation, output_mask));
       });
   return {out[0], out[1], out[2]};
 }
@@ -87,19 +83,6 @@ at::Tensor autocast_kernel(const at::Tensor& input, const at::Tensor& weight,
                            at::IntArrayRef stride, c10::string_view activation) {
   const Autocast<Device> cast;
   return forward_op().call(cast(input), cast(weight), cast(bias), kernel_size, stride, activation);
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, Autograd, m) {
-  m.impl("avg_subsample", &autograd_kernel);
-  m.impl("avg_subsample_backward", &backward_autograd_kernel);
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, AutocastCPU, m) {
-  m.impl("avg_subsample", &autocast_kernel<c10::DeviceType::CPU>);
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, AutocastCUDA, m) {
-  m.impl("avg_subsample", &autocast_kernel<c10::DeviceType::CUDA>);
 }
 
 }  // namespace subsample

@@ -22,7 +22,9 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <array>
 #include <string>
+#include <tuple>
 
 namespace lenetalex {
 namespace autograd {
@@ -57,6 +59,33 @@ template <typename Run>
 auto below_autograd(Run&& run) {
   at::AutoDispatchBelowADInplaceOrView guard;
   return run();
+}
+
+// The output_mask of a backward op whose grads are (input, weight, bias) with
+// an optional bias: needs_input_grad counts the tensor arguments given, so
+// bias is the third only if it was given.
+inline std::array<bool, 3> mask_with_optional_bias(const AutogradContext* ctx, bool has_bias) {
+  return {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+          has_bias && ctx->needs_input_grad(2)};
+}
+
+// A backward's result: the grads the mask asked for (undefined for the
+// others), then an undefined grad for each remaining forward argument.
+template <size_t N, typename... T>
+variable_list grads_asked(const std::array<bool, N>& mask, size_t arguments,
+                          std::tuple<T...>&& grads) {
+  variable_list out = std::apply([](auto&&... g) { return variable_list{g...}; }, grads);
+  for (size_t i = 0; i < N; ++i) {
+    if (!mask[i]) out[i] = at::Tensor();
+  }
+  out.resize(arguments);
+  return out;
+}
+
+// A backward op's tuple of grads as a list.
+template <typename... T>
+variable_list as_list(std::tuple<T...>&& grads) {
+  return std::apply([](auto&&... g) { return variable_list{g...}; }, grads);
 }
 
 // The grad_fn of a backward op's outputs when a graph is built over them.

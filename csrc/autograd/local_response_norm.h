@@ -1,8 +1,7 @@
 // local_response_norm: the Autograd and Autocast kernels (see autograd/common.h).
-// Included once, by autograd/autograd.cpp.
+// Included once, by autograd/autograd.cpp, which registers them.
 #pragma once
 
-#include <torch/library.h>
 
 #include "autograd/common.h"
 
@@ -57,8 +56,8 @@ at::Tensor autograd_kernel(const at::Tensor& input, int64_t size, double alpha, 
 
 at::Tensor backward_autograd_kernel(const at::Tensor& grad_output, const at::Tensor& input,
                                     int64_t size, double alpha, double beta, double k) {
-  return backward_op("local_response_norm", {grad_output, input}, [&]() -> variable_list {
-    return {backward_op_handle().call(grad_output, input, size, alpha, beta, k)};
+  return backward_op("local_response_norm", {grad_output, input}, [&] {
+    return variable_list{backward_op_handle().call(grad_output, input, size, alpha, beta, k)};
   })[0];
 }
 
@@ -67,19 +66,6 @@ at::Tensor autocast_kernel(const at::Tensor& input, int64_t size, double alpha, 
                            double k) {
   const Autocast<Device> cast;
   return forward_op().call(cast(input), size, alpha, beta, k);
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, Autograd, m) {
-  m.impl("local_response_norm", &autograd_kernel);
-  m.impl("local_response_norm_backward", &backward_autograd_kernel);
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, AutocastCPU, m) {
-  m.impl("local_response_norm", &autocast_kernel<c10::DeviceType::CPU>);
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, AutocastCUDA, m) {
-  m.impl("local_response_norm", &autocast_kernel<c10::DeviceType::CUDA>);
 }
 
 }  // namespace lrn

@@ -1,8 +1,7 @@
 // rbf_distance: the Autograd and Autocast kernels (see autograd/common.h).
-// Included once, by autograd/autograd.cpp.
+// Included once, by autograd/autograd.cpp, which registers them.
 #pragma once
 
-#include <torch/library.h>
 
 #include "autograd/common.h"
 
@@ -36,9 +35,7 @@ struct RBFDistanceFunction : public torch::autograd::Function<RBFDistanceFunctio
     const variable_list saved = ctx->get_saved_variables();
     // The prototypes are usually fixed: then no work is spent on their grad.
     const std::array<bool, 2> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
-    auto [gx, gw] = backward_op_handle().call(grads[0], saved[0], saved[1], mask);
-    const at::Tensor none;
-    return {mask[0] ? gx : none, mask[1] ? gw : none};
+    return grads_asked(mask, 2, backward_op_handle().call(grads[0], saved[0], saved[1], mask));
   }
 };
 
@@ -53,11 +50,9 @@ std::tuple<at::Tensor, at::Tensor> backward_autograd_kernel(const at::Tensor& gr
                                                             const at::Tensor& input,
                                                             const at::Tensor& prototypes,
                                                             std::array<bool, 2> output_mask) {
-  const variable_list out =
-      backward_op("rbf_distance", {grad_output, input, prototypes}, [&]() -> variable_list {
-        auto [gx, gw] = backward_op_handle().call(grad_output, input, prototypes, output_mask);
-        return {gx, gw};
-      });
+  const variable_list out = backward_op("rbf_distance", {grad_output, input, prototypes}, [&] {
+    return as_list(backward_op_handle().call(grad_output, input, prototypes, output_mask));
+  });
   return {out[0], out[1]};
 }
 
@@ -65,19 +60,6 @@ template <c10::DeviceType Device>
 at::Tensor autocast_kernel(const at::Tensor& input, const at::Tensor& prototypes) {
   const Autocast<Device> cast;
   return forward_op().call(cast(input), cast(prototypes));
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, Autograd, m) {
-  m.impl("rbf_distance", &autograd_kernel);
-  m.impl("rbf_distance_backward", &backward_autograd_kernel);
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, AutocastCPU, m) {
-  m.impl("rbf_distance", &autocast_kernel<c10::DeviceType::CPU>);
-}
-
-TORCH_LIBRARY_IMPL(lenetalex, AutocastCUDA, m) {
-  m.impl("rbf_distance", &autocast_kernel<c10::DeviceType::CUDA>);
 }
 
 }  // namespace rbf
