@@ -86,6 +86,7 @@ def _extension():
     sources = sorted(glob.glob(os.path.join(HERE, "csrc", "*.cpp")))
     sources += sorted(glob.glob(os.path.join(HERE, "csrc", "ops", "*.cpp")))
     sources += sorted(glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(HERE, "csrc", "autograd", "*.cpp")))
     sources = [os.path.relpath(s, HERE) for s in sources]
 
     cxx = ["-O3", "-fopenmp", "-DLENETALEX_OPENMP=1"]

@@ -67,7 +67,7 @@ def make(xs, ws, dtype, seed=0, bias=True):
 def ref64(x, w, b, stride, padding, groups, act):
     """The reference in float64 on the same (already rounded) values."""
     d = lambda t: None if t is None else t.double()
-    return reference.conv2d_activation(d(x), d(w), d(b), stride, padding, groups, act)
+    return reference.conv2d_activation(d(x), d(w), d(b), stride, padding, groups=groups, activation=act)
 
 
 def grad_from_output(y, act):
@@ -103,7 +103,7 @@ def backward_oracle(gy, y, x, w, stride, padding, groups, act):
 def test_forward_matches_reference(case, dtype, kernel):
     _, xs, ws, stride, padding, groups, act = case
     x, w, b = make(xs, ws, dtype)
-    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
     assert y.dtype == dtype and y.device == x.device
     assert_close(y, ref64(x, w, b, stride, padding, groups, act), dtype, FACTOR[dtype])
 
@@ -112,14 +112,14 @@ def test_forward_matches_reference(case, dtype, kernel):
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_forward_activations(act, dtype, kernel):
     x, w, b = make((3, 6, 11, 9), (9, 2, 3, 3), dtype)
-    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 2), 3, act)
+    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 2), groups=3, activation=act)
     assert_close(y, ref64(x, w, b, (2, 1), (1, 2), 3, act), dtype, FACTOR[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_forward_without_bias(dtype, kernel):
     x, w, _ = make((2, 6, 14, 14), (16, 6, 5, 5), dtype, bias=False)
-    y = lenetalex.conv2d_activation(x, w, None, 1, 0, 1, "tanh")
+    y = lenetalex.conv2d_activation(x, w, None, 1, 0, groups=1, activation="tanh")
     assert_close(y, ref64(x, w, None, 1, 0, 1, "tanh"), dtype, FACTOR[dtype])
 
 
@@ -161,7 +161,7 @@ def test_forward_on_side_stream(kernel):
 def test_backward_op_matches_oracle(case, dtype):
     _, xs, ws, stride, padding, groups, act = case
     x, w, b = make(xs, ws, dtype)
-    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
     gy = torch.randn(y.shape, dtype=torch.float64).to(device="cuda", dtype=dtype)
     s, p = list(pair(stride)), list(pair(padding))
     gx, gw, gb = torch.ops.lenetalex.conv2d_activation_backward(
@@ -180,10 +180,10 @@ def test_autograd_float32_matches_reference(case, act, kernel):
     x, w, b = make(xs, ws, torch.float32)
     leaves = [t.clone().requires_grad_() for t in (x, w, b)]
     refs = [t.double().requires_grad_() for t in (x, w, b)]
-    gy = torch.randn(lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act).shape,
+    gy = torch.randn(lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act).shape,
                      device="cuda")
-    lenetalex.conv2d_activation(*leaves, stride, padding, groups, act).backward(gy)
-    reference.conv2d_activation(*refs, stride, padding, groups, act).backward(gy.double())
+    lenetalex.conv2d_activation(*leaves, stride, padding, groups=groups, activation=act).backward(gy)
+    reference.conv2d_activation(*refs, stride, padding, groups=groups, activation=act).backward(gy.double())
     for got, exp in zip(leaves, refs):
         assert_close(got.grad, exp.grad, torch.float32, 10)
 
@@ -232,7 +232,7 @@ def test_backward_is_deterministic(case):
     """grad_weight is reduced in split-K chunks summed in a fixed order: bitwise repeatable."""
     _, xs, ws, stride, padding, groups, act = case
     x, w, b = make((8,) + xs[1:], ws, torch.float32)
-    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
     gy = torch.randn_like(y)
     s, p = list(pair(stride)), list(pair(padding))
     first = torch.ops.lenetalex.conv2d_activation_backward(gy, y, x, w, s, p, groups, act, [True] * 3)
@@ -259,7 +259,7 @@ def test_gradcheck_float64(case, kernel):
     if act == "relu":  # keep pre-activations away from the kink
         with torch.no_grad():
             b += 0.5
-    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
@@ -270,7 +270,7 @@ def test_opcheck(requires_grad):
         t.requires_grad_(requires_grad)
     torch.library.opcheck(
         torch.ops.lenetalex.conv2d_activation.default, (x, w, b, [2, 1], [1, 0], 2, "tanh"))
-    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 0), 2, "tanh").detach()
+    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 0), groups=2, activation="tanh").detach()
     torch.library.opcheck(
         torch.ops.lenetalex.conv2d_activation_backward.default,
         (torch.randn_like(y), y, x.detach(), w.detach(), [2, 1], [1, 0], 2, "tanh",
@@ -280,7 +280,7 @@ def test_opcheck(requires_grad):
 def test_compile_fullgraph():
     pytest.importorskip("triton")
     x, w, b = make((4, 6, 14, 14), (16, 6, 5, 5), torch.float32)
-    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, 1, 0, 1, "scaled_tanh")
+    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, 1, 0, groups=1, activation="scaled_tanh")
     compiled = torch.compile(fn, fullgraph=True)
     assert torch.equal(compiled(x, w, b), fn(x, w, b))
 

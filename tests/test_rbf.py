@@ -416,3 +416,17 @@ def test_cuda_map_loss_and_compile(device):
     assert_close(torch.compile(loss, fullgraph=True)(x), want, torch.float32)
     with pytest.raises(ValueError, match="target values"):
         lenetalex.lenet_map_loss(lenetalex.rbf_distance(x, w), torch.full_like(t, 10))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_module_keeps_the_prototypes_dtype(dtype):
+    # As a PyTorch user expects: the prototypes given keep their dtype (they
+    # were cast to the default dtype, so float64 prototypes failed on float64 input).
+    protos = torch.randn(10, 84, dtype=dtype)
+    for impl in ("fused", "reference"):
+        m = RBFOutput(protos, impl=impl)
+        assert m.prototypes.dtype == dtype and m.prototypes.data_ptr() != protos.data_ptr()
+        y = m(torch.randn(4, 84, dtype=dtype))
+        assert y.dtype == dtype and y.shape == (4, 10)
+    assert RBFOutput([[1, -1], [-1, 1]]).prototypes.dtype == torch.get_default_dtype()
+    assert RBFOutput(torch.ones(2, 3, dtype=torch.int64)).prototypes.dtype == torch.get_default_dtype()

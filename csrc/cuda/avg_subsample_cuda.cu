@@ -92,7 +92,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, const scalar_t* _
       const int64_t p = p0 + local;
       const int64_t c = wrap_channel(c0 + local, channels);
       const acc_t sum = window_sum<K2, acc_t>(x + p * plane_in, g, oh * g.sh, ow * g.sw);
-      const acc_t pre = acc_t(weight[c]) * inv_area * sum + acc_t(bias[c]);
+      const acc_t shift = bias ? acc_t(bias[c]) : acc_t(0);  // bias is optional
+      const acc_t pre = acc_t(weight[c]) * inv_area * sum + shift;
       y[p * plane_out + o] = static_cast<scalar_t>(activation_forward<acc_t>(act, pre));
     }
   }
@@ -235,13 +236,15 @@ int threads_for(int64_t elements) {
 }
 
 at::Tensor avg_subsample_cuda(const at::Tensor& input, const at::Tensor& weight,
-                              const at::Tensor& bias, at::IntArrayRef kernel_size,
+                              const c10::optional<at::Tensor>& bias, at::IntArrayRef kernel_size,
                               at::IntArrayRef stride, c10::string_view activation) {
   const AvgSubsampleShape s = check_avg_subsample(input, weight, bias, kernel_size, stride);
   const Activation act = parse_activation(activation);
   const Geometry g = geometry(s);
   c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
+  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  const bool has_bias = bias.has_value() && bias->defined();
+  const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({s.n, s.c, s.oh, s.ow}, input.options());
   if (y.numel() == 0) return y;
   const int64_t planes = s.n * s.c, plane_out = s.oh * s.ow;
@@ -256,7 +259,7 @@ at::Tensor avg_subsample_cuda(const at::Tensor& input, const at::Tensor& weight,
     auto kernel = is_2x2_stride_2(s) ? forward_kernel<true, scalar_t, acc_t>
                                      : forward_kernel<false, scalar_t, acc_t>;
     kernel<<<grid, block, 0, stream>>>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                       b.const_data_ptr<scalar_t>(),
+                                       has_bias ? b.const_data_ptr<scalar_t>() : nullptr,
                                        y.mutable_data_ptr<scalar_t>(), planes, s.c, g,
                                        static_cast<int>(run), act);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -1,6 +1,7 @@
 // avg_subsample: schema and the argument checks every backend shares.
 // Kernels: cpu/avg_subsample_cpu.cpp, cuda/avg_subsample_cuda.cu.
-// Python entry, fake kernels and autograd: lenetalex/ops/avg_subsample.py.
+// Autograd and autocast: autograd/avg_subsample.h; Python entry and fake kernels:
+// lenetalex/ops/avg_subsample.py.
 #include "ops/avg_subsample.h"
 
 #include <array>
@@ -42,10 +43,10 @@ static AvgSubsampleShape check_common(const at::Tensor& input, const at::Tensor&
 }
 
 AvgSubsampleShape check_avg_subsample(const at::Tensor& input, const at::Tensor& weight,
-                                      const at::Tensor& bias, at::IntArrayRef kernel_size,
-                                      at::IntArrayRef stride) {
+                                      const c10::optional<at::Tensor>& bias,
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride) {
   const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride);
-  check_per_channel("bias", bias, input);
+  if (bias.has_value() && bias->defined()) check_per_channel("bias", *bias, input);
   return s;
 }
 
@@ -62,8 +63,9 @@ AvgSubsampleShape check_avg_subsample_backward(const at::Tensor& grad_output,
 }
 
 TORCH_LIBRARY_FRAGMENT(lenetalex, m) {
+  // bias may be None (no shift), as conv2d_activation's.
   m.def(
-      "avg_subsample(Tensor input, Tensor weight, Tensor bias, int[2] kernel_size, "
+      "avg_subsample(Tensor input, Tensor weight, Tensor? bias, int[2] kernel_size, "
       "int[2] stride, str activation) -> Tensor");
   // Grads not asked for in output_mask come back as empty tensors (shape (0,)).
   // input is read only for grad_weight (the window means are recomputed from

@@ -1,6 +1,7 @@
 // conv2d_activation: schema and the argument checks every backend shares.
 // Kernels: cpu/conv2d_activation_cpu.cpp, cuda/conv2d_activation_cuda.cu.
-// Python entry, fake kernels and autograd: lenetalex/ops/conv2d_activation.py.
+// Autograd and autocast: autograd/conv2d_activation.h; Python entry and fake kernels:
+// lenetalex/ops/conv2d_activation.py.
 #include "ops/conv2d_activation.h"
 
 #include <torch/library.h>

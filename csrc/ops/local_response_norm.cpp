@@ -1,6 +1,7 @@
 // local_response_norm: schema and the argument checks every backend shares.
 // Kernels: cpu/local_response_norm_cpu.cpp, cuda/local_response_norm_cuda.cu.
-// Python entry, fake kernels and autograd: lenetalex/ops/local_response_norm.py.
+// Autograd and autocast: autograd/local_response_norm.h; Python entry and fake kernels:
+// lenetalex/ops/local_response_norm.py.
 #include "ops/local_response_norm.h"
 
 #include <torch/library.h>

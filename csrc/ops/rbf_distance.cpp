@@ -1,6 +1,7 @@
 // rbf_distance: schema and the argument checks every backend shares.
 // Kernels: cpu/rbf_distance_cpu.cpp, cuda/rbf_distance_cuda.cu.
-// Python entry, fake kernels and autograd: lenetalex/ops/rbf_distance.py.
+// Autograd and autocast: autograd/rbf_distance.h; Python entry and fake kernels:
+// lenetalex/ops/rbf_distance.py.
 #include "ops/rbf_distance.h"
 
 #include <array>
