@@ -5,6 +5,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "common/checks.h"
+
 namespace lenetalex {
 
 // Every size a subsampling kernel needs, worked out once from checked arguments.
@@ -19,7 +21,7 @@ struct AvgSubsampleShape {
 // stride sizes) and returns the geometry. Raises with the argument's name.
 AvgSubsampleShape check_avg_subsample(const at::Tensor& input, const at::Tensor& weight,
                                       const at::Tensor& bias, at::IntArrayRef kernel_size,
-                                      at::IntArrayRef stride);
+                                      at::IntArrayRef stride, Backend backend);
 
 // The backward's arguments: the forward's (less bias), plus grad_output and
 // output of the output's shape.
@@ -27,6 +29,6 @@ AvgSubsampleShape check_avg_subsample_backward(const at::Tensor& grad_output,
                                                const at::Tensor& output, const at::Tensor& input,
                                                const at::Tensor& weight,
                                                at::IntArrayRef kernel_size,
-                                               at::IntArrayRef stride);
+                                               at::IntArrayRef stride, Backend backend);
 
 }  // namespace lenetalex
