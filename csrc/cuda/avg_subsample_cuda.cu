@@ -236,7 +236,8 @@ int threads_for(int64_t elements) {
 at::Tensor avg_subsample_cuda(const at::Tensor& input, const at::Tensor& weight,
                               const at::Tensor& bias, at::IntArrayRef kernel_size,
                               at::IntArrayRef stride, c10::string_view activation) {
-  const AvgSubsampleShape s = check_avg_subsample(input, weight, bias, kernel_size, stride, Backend::Cuda);
+  const AvgSubsampleShape s =
+      check_avg_subsample(input, weight, bias, kernel_size, stride, Backend::Cuda);
   const Activation act = parse_activation(activation);
   const Geometry g = geometry(s);
   c10::cuda::CUDAGuard guard(input.device());
@@ -254,7 +255,8 @@ at::Tensor avg_subsample_cuda(const at::Tensor& input, const at::Tensor& weight,
     using acc_t = at::opmath_type<scalar_t>;
     auto kernel = is_2x2_stride_2(s) ? forward_kernel<true, scalar_t, acc_t>
                                      : forward_kernel<false, scalar_t, acc_t>;
-    launch(kernel, grid, block, 0, stream, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+    launch(kernel, grid, block, 0, stream, x.const_data_ptr<scalar_t>(),
+           w.const_data_ptr<scalar_t>(),
                                        b.const_data_ptr<scalar_t>(),
                                        y.mutable_data_ptr<scalar_t>(), planes, s.c, g,
                                        static_cast<int>(run), act);
@@ -267,7 +269,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cuda(
     const at::Tensor& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     c10::string_view activation, std::array<bool, 3> output_mask) {
   const AvgSubsampleShape s =
-      check_avg_subsample_backward(grad_output, output, input, weight, kernel_size, stride, Backend::Cuda);
+      check_avg_subsample_backward(grad_output, output, input, weight, kernel_size, stride,
+                                   Backend::Cuda);
   const Activation act = parse_activation(activation);
   const Geometry g = geometry(s);
   c10::cuda::CUDAGuard guard(input.device());

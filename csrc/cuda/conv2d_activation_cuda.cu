@@ -115,7 +115,8 @@ void launch_igemm(const Problem& p, int64_t M, int64_t N, int64_t K, int64_t gro
                     ": shape too large for the CUDA grid (", m_tiles, " x ", n_tiles * splits,
                     " tiles)");
   const dim3 grid(unsigned(m_tiles), unsigned(n_tiles * splits), unsigned(groups));
-  launch_bounded<kThreads>(igemm_kernel<Problem>, grid, kThreads, 0, stream, p, M, N, K, k_chunk, n_tiles);
+  launch_bounded<kThreads>(igemm_kernel<Problem>, grid, kThreads, 0, stream, p, M, N, K, k_chunk,
+                           n_tiles);
 }
 
 enum class ForwardKernel { Auto, Direct, Gemm };
@@ -163,7 +164,8 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
                                   const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                   at::IntArrayRef padding, int64_t groups,
                                   c10::string_view activation) {
-  const Conv2dShape s = check_conv2d_activation(input, weight, bias, stride, padding, groups, Backend::Cuda);
+  const Conv2dShape s =
+      check_conv2d_activation(input, weight, bias, stride, padding, groups, Backend::Cuda);
   const Activation act = parse_activation(activation);
   check_cuda_limits(s);
   c10::cuda::CUDAGuard guard(input.device());
@@ -209,7 +211,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
     const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups,
     c10::string_view activation, std::array<bool, 3> output_mask) {
   const Conv2dShape s =
-      check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups, Backend::Cuda);
+      check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups,
+                                       Backend::Cuda);
   const Activation act = parse_activation(activation);
   check_cuda_limits(s);
   c10::cuda::CUDAGuard guard(input.device());

@@ -233,7 +233,8 @@ void launch_grad(const at::Tensor& p, const at::Tensor& q, const at::Tensor& g, 
   if (slices > 1) {
     const int64_t numel = A * D;
     const int64_t blocks = std::min<int64_t>(ceil_div(numel, kThreads), 65535);
-    launch_bounded<kThreads>(sum_slices_kernel<scalar_t>, static_cast<unsigned>(blocks), kThreads, 0, stream,
+    launch_bounded<kThreads>(sum_slices_kernel<scalar_t>, static_cast<unsigned>(blocks), kThreads,
+                             0, stream,
         partial.const_data_ptr<acc_t>(), slices, numel, out.mutable_data_ptr<scalar_t>());
   }
 }

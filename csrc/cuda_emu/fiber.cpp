@@ -20,6 +20,7 @@
 #endif
 
 #if defined(LENETALEX_EMU_ASAN)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -97,6 +98,11 @@ void prepare_fiber(FiberContext& ctx, const FiberStack& stack, void (*entry)(), 
   ctx.stack_bottom = stack.base;
   ctx.stack_size = stack.size;
   ctx.asan_fake_stack = nullptr;
+#if defined(LENETALEX_EMU_ASAN)
+  // A fiber never returns from its entry: the redzones of its last frames stay
+  // poisoned in a reused stack unless cleared here.
+  ASAN_UNPOISON_MEMORY_REGION(stack.base, stack.size);
+#endif
 #if defined(LENETALEX_EMU_ASM_SWITCH)
   // The frame lenetalex_emu_switch pops: six registers, then `ret` into entry
   // with rsp = 8 mod 16, as after a call.

@@ -131,23 +131,32 @@ at::Tensor planted_bug(c10::string_view bug_view, const at::Tensor& input) {
   const float* xp = x.const_data_ptr<float>();
   float* yp = y.mutable_data_ptr<float>();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (bug == "correct") launch(rotate_kernel<true>, 1, kN, 0, stream, xp, yp);
-  else if (bug == "missing_barrier") launch(rotate_kernel<false>, 1, kN, 0, stream, xp, yp);
-  else if (bug == "divergent_barrier") launch(divergent_barrier_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "barrier_after_exit") launch(barrier_after_exit_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "divergent_shuffle") launch(divergent_shuffle_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "shuffle_exited_lane") launch(shuffle_exited_lane_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "shuffle_absent_lane") launch(shuffle_absent_lane_kernel, 1, 16, 0, stream, xp, yp);
-  else if (bug == "deadlock") launch(deadlock_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "unwritten_tile") launch(unwritten_tile_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "global_overrun") launch(global_overrun_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "shared_overrun") launch(shared_overrun_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "too_much_shared") launch(too_much_shared_kernel, 1, kN, 0, stream, xp, yp);
+  const dim3 one(1), threads(kN);
+  if (bug == "correct") launch(rotate_kernel<true>, one, threads, 0, stream, xp, yp);
+  else if (bug == "missing_barrier") launch(rotate_kernel<false>, one, threads, 0, stream, xp, yp);
+  else if (bug == "divergent_barrier")
+    launch(divergent_barrier_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "barrier_after_exit")
+    launch(barrier_after_exit_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "divergent_shuffle")
+    launch(divergent_shuffle_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "shuffle_exited_lane")
+    launch(shuffle_exited_lane_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "shuffle_absent_lane")
+    launch(shuffle_absent_lane_kernel, one, 16, 0, stream, xp, yp);
+  else if (bug == "deadlock") launch(deadlock_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "unwritten_tile") launch(unwritten_tile_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "global_overrun") launch(global_overrun_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "shared_overrun") launch(shared_overrun_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "too_much_shared")
+    launch(too_much_shared_kernel, one, threads, 0, stream, xp, yp);
   else if (bug == "dynamic_shared_over_limit")
-    launch(rotate_kernel<true>, 1, kN, 64 * 1024, stream, xp, yp);
-  else if (bug == "over_launch_bounds") launch_bounded<32>(bounded_kernel, 1, kN, 0, stream, xp, yp);
-  else if (bug == "block_too_large") launch(rotate_kernel<true>, 1, 2048, 0, stream, xp, yp);
-  else if (bug == "grid_too_large") launch(rotate_kernel<true>, dim3(1, 65536), kN, 0, stream, xp, yp);
+    launch(rotate_kernel<true>, one, threads, 64 * 1024, stream, xp, yp);
+  else if (bug == "over_launch_bounds")
+    launch_bounded<32>(bounded_kernel, one, threads, 0, stream, xp, yp);
+  else if (bug == "block_too_large") launch(rotate_kernel<true>, one, 2048, 0, stream, xp, yp);
+  else if (bug == "grid_too_large")
+    launch(rotate_kernel<true>, dim3(1, 65536), threads, 0, stream, xp, yp);
   else TORCH_CHECK_VALUE(false, "planted_bug: no planted bug named '", bug, "'");
   return y;
 }

@@ -480,22 +480,24 @@ Pool& pool() {
 std::mutex g_launch_mu;  // one launch at a time (the pool is shared)
 
 void check_config(const Launch& l) {
-  auto at = [&] { return std::string(" (launch at ") + l.site.file + ":" + std::to_string(l.site.line) + ")"; };
+  auto at = [&] {
+    return std::string(" (launch at ") + l.site.file + ":" + std::to_string(l.site.line) + ")";
+  };
   TORCH_CHECK(l.grid.x >= 1 && l.grid.y >= 1 && l.grid.z >= 1 && l.block.x >= 1 &&
                   l.block.y >= 1 && l.block.z >= 1,
               "CUDA emulator: invalid configuration argument: grid ", dims(l.grid), ", block ",
               dims(l.block), " has a zero dimension", at());
   TORCH_CHECK(l.grid.x <= kMaxGridX && l.grid.y <= kMaxGridYZ && l.grid.z <= kMaxGridYZ,
-              "CUDA emulator: grid ", dims(l.grid), " exceeds CUDA's limits (2^31 - 1, 65535, 65535)",
-              at());
+              "CUDA emulator: grid ", dims(l.grid),
+              " exceeds CUDA's limits (2^31 - 1, 65535, 65535)", at());
   const uint64_t threads = uint64_t(l.block.x) * l.block.y * l.block.z;
   TORCH_CHECK(l.block.x <= kMaxThreadsPerBlock && l.block.y <= kMaxThreadsPerBlock &&
                   l.block.z <= kMaxBlockZ && threads <= kMaxThreadsPerBlock,
-              "CUDA emulator: block ", dims(l.block), " exceeds CUDA's limits (1024 threads, z <= 64)",
-              at());
+              "CUDA emulator: block ", dims(l.block),
+              " exceeds CUDA's limits (1024 threads, z <= 64)", at());
   TORCH_CHECK(l.max_threads == 0 || threads <= l.max_threads, "CUDA emulator: block ",
-              dims(l.block), " has ", threads, " threads, more than the kernel's __launch_bounds__(",
-              l.max_threads, ")", at());
+              dims(l.block), " has ", threads,
+              " threads, more than the kernel's __launch_bounds__(", l.max_threads, ")", at());
   TORCH_CHECK(l.dynamic_smem <= kSharedLimit, "CUDA emulator: ", l.dynamic_smem,
               " bytes of dynamic shared memory exceed the 48 KiB a kernel gets without opt-in",
               at());
@@ -546,8 +548,8 @@ void* static_shared(const void* key, size_t bytes, size_t align, Site site, cons
     if (r.key == key) return r.ptr;
   w.shared_total += bytes;
   if (w.shared_total > kSharedLimit || w.regions.size() >= kMaxSharedRegions)
-    fail_in_fiber(w, std::string("__shared__ ") + name + " at " + where(site) + " brings the block to " +
-                         std::to_string(w.shared_total) +
+    fail_in_fiber(w, std::string("__shared__ ") + name + " at " + where(site) +
+                         " brings the block to " + std::to_string(w.shared_total) +
                          " bytes of shared memory, past the 48 KiB a kernel gets without opt-in");
   align = std::max<size_t>(align, 16);
   size_t offset = (w.used + align - 1) / align * align;
@@ -559,12 +561,12 @@ void* static_shared(const void* key, size_t bytes, size_t align, Site site, cons
   return p;
 }
 
-void* dynamic_shared(Site site) {
+void* dynamic_shared(Site /*site*/) {
+  // Declaring the array without dynamic shared memory is fine (a kernel may
+  // not use it on that launch, as LRN's global-ring fallback does); using it
+  // then reads the arena's first bytes, poisoned under AddressSanitizer.
   Worker& w = *tl_worker;
-  if (w.dynamic == nullptr)
-    fail_in_fiber(w, "extern __shared__ array used at " + where(site) +
-                         " but the launch gave no dynamic shared memory");
-  return w.dynamic;
+  return w.dynamic != nullptr ? w.dynamic : w.arena;
 }
 
 void set_schedule(Schedule s, uint64_t seed) {

@@ -31,6 +31,7 @@ Conv2dShape check_conv2d_activation(const at::Tensor& input, const at::Tensor& w
 Conv2dShape check_conv2d_activation_backward(const at::Tensor& grad_output,
                                              const at::Tensor& output, const at::Tensor& input,
                                              const at::Tensor& weight, at::IntArrayRef stride,
-                                             at::IntArrayRef padding, int64_t groups, Backend backend);
+                                             at::IntArrayRef padding, int64_t groups,
+                                             Backend backend);
 
 }  // namespace lenetalex
