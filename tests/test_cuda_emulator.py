@@ -49,49 +49,30 @@ def test_unwritten_shared_tile_reads_nan():
     assert y.view(torch.int32).eq(-1).all()  # the 0xFF bytes themselves
 
 
-def test_divergent_barrier():
-    with pytest.raises(RuntimeError, match=r"divergent __syncthreads: threads 0-31 at .*planted_bugs.cpp:\d+ "
-                       r"\(.*divergent_barrier_kernel.*\), threads 32-63 at .*planted_bugs.cpp:\d+"):
-        planted("divergent_barrier")
-
-
-def test_barrier_after_exit():
-    with pytest.raises(RuntimeError, match=r"__syncthreads at .*planted_bugs.cpp:\d+ .*reached by threads 1-63 "
-                       r"after thread 0 exited"):
-        planted("barrier_after_exit")
-
-
-def test_divergent_shuffle():
-    with pytest.raises(RuntimeError, match=r"divergent warp operation: threads 0-15 at .*planted_bugs.cpp:\d+.* "
-                       r"but threads 16-31 at .*planted_bugs.cpp:\d+"):
-        planted("divergent_shuffle")
-
-
-def test_shuffle_mask_names_exited_lane():
-    with pytest.raises(RuntimeError, match=r"shuffle at .*planted_bugs.cpp:\d+.* with mask 0xffffffff names lanes "
-                       r"that have exited: thread 31"):
-        planted("shuffle_exited_lane")
-
-
-def test_shuffle_mask_names_absent_lane():
-    with pytest.raises(RuntimeError, match=r"mask 0xffffffff: its threads 16-31 do not exist \(the block has 16 threads\)"):
-        planted("shuffle_absent_lane")
-
-
-def test_deadlock():
-    with pytest.raises(RuntimeError, match=r"deadlock: threads 0-15, 32-47 wait in a warp operation .* while "
-                       r"threads 16-31, 48-63 wait at __syncthreads"):
-        planted("deadlock")
-
-
-@pytest.mark.parametrize("bug,message", [
+# (planted bug, what its checker must report): the kernel's source line, the
+# threads involved, and for launch checks the numbers.
+CHECKER_CASES = [
+    ("divergent_barrier", r"divergent __syncthreads: threads 0-31 at .*planted_bugs.cpp:\d+ "
+                          r"\(.*divergent_barrier_kernel.*\), threads 32-63 at .*planted_bugs.cpp:\d+"),
+    ("barrier_after_exit", r"__syncthreads at .*planted_bugs.cpp:\d+ .*reached by threads 1-63 "
+                           r"after thread 0 exited"),
+    ("divergent_shuffle", r"divergent warp operation: threads 0-15 at .*planted_bugs.cpp:\d+.* "
+                          r"but threads 16-31 at .*planted_bugs.cpp:\d+"),
+    ("shuffle_exited_lane", r"shuffle at .*planted_bugs.cpp:\d+.* with mask 0xffffffff names lanes "
+                            r"that have exited: thread 31"),
+    ("shuffle_absent_lane", r"mask 0xffffffff: its threads 16-31 do not exist \(the block has 16 threads\)"),
+    ("deadlock", r"deadlock: threads 0-15, 32-47 wait in a warp operation .* while "
+                 r"threads 16-31, 48-63 wait at __syncthreads"),
     ("too_much_shared", r"__shared__ b at .*planted_bugs.cpp:\d+ .* 65536 bytes of shared memory, past the 48 KiB"),
     ("dynamic_shared_over_limit", r"65536 bytes of dynamic shared memory exceed the 48 KiB"),
     ("over_launch_bounds", r"block \(64, 1, 1\) has 64 threads, more than the kernel's __launch_bounds__\(32\)"),
     ("block_too_large", r"block \(2048, 1, 1\) exceeds CUDA's limits"),
     ("grid_too_large", r"grid \(1, 65536, 1\) exceeds CUDA's limits"),
-])
-def test_launch_limits(bug, message):
+]
+
+
+@pytest.mark.parametrize("bug,message", CHECKER_CASES, ids=[c[0] for c in CHECKER_CASES])
+def test_checker_catches_planted_bug(bug, message):
     with pytest.raises(RuntimeError, match=message):
         planted(bug)
 
