@@ -32,7 +32,7 @@ def cmd_info(args):
 def cmd_check(args):
     from . import check
 
-    failures = check.run(op_filter=args.ops.split(",") if args.ops else None)
+    failures = check.run(op_filter=args.ops.split(",") if args.ops else None, device=args.device)
     return 1 if failures else 0
 
 
@@ -42,6 +42,9 @@ def build_parser():
     sub.add_parser("info", help="build info, devices, threads").set_defaults(func=cmd_info)
     c = sub.add_parser("check", help="every op against its reference; non-zero exit on mismatch")
     c.add_argument("--ops", help="comma-separated op names (default: all)")
+    c.add_argument("--device", choices=["cpu", "cuda", "emu"],
+                   help="check one device (default: cpu, and cuda if there is a GPU); emu: the "
+                        "CUDA kernels in the CUDA emulator (make test-emu builds it)")
     c.set_defaults(func=cmd_check)
     for extra in ("bench", "train"):
         try:

@@ -148,7 +148,10 @@ def test_autocast_cpu_keeps_float64(op):
         assert getattr(lenetalex, op)(*args, **kwargs).dtype == torch.float64
 
 
+# gpu: the AutocastCUDA kernels are reached only by CUDA tensors, so the
+# emulator (CPU tensors) cannot run this case.
 @pytest.mark.cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("low", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("op", OPS)
 def test_autocast_cuda_casts_to_autocast_dtype(op, low):

@@ -10,7 +10,7 @@ from lenetalex import reference
 from lenetalex.nn import AvgSubsample
 from lenetalex.ops._common import ACTIVATIONS
 
-from conftest import DEVICE_DTYPES, DEVICES, TOL, assert_close
+from conftest import CUDA, DEVICE_DTYPES, DEVICES, TOL, assert_close
 
 # Half types: the backward reads the activation's derivative off a rounded output.
 GRAD_FACTOR = {torch.float64: 1.0, torch.float32: 1.0, torch.float16: 4.0, torch.bfloat16: 4.0}
@@ -273,12 +273,12 @@ def test_float_pairs_raise(arg):
 
 @pytest.mark.cuda
 def test_bad_input_cuda_float8():
-    x, w, b = (t.to(torch.float8_e4m3fn) for t in _inputs((2, 3, 8, 8), "cuda", torch.float32))
+    x, w, b = (t.to(torch.float8_e4m3fn) for t in _inputs((2, 3, 8, 8), CUDA, torch.float32))
     with pytest.raises(TypeError, match=r"on cuda input must be float32, float16, bfloat16 or float64"):
         lenetalex.avg_subsample(x, w, b)
 
 
-@pytest.mark.parametrize("other", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("other", ["cpu", pytest.param(CUDA, marks=pytest.mark.cuda, id="cuda")])
 def test_mixed_devices(other):
     x, w, b = _inputs((2, 3, 8, 8), other, torch.float32)
     meta = [t.to("meta") for t in (x, w, b)]
@@ -291,6 +291,7 @@ def test_mixed_devices(other):
 
 
 @pytest.mark.cuda
+@pytest.mark.gpu
 def test_mixed_cpu_cuda():
     x, w, b = _inputs((2, 3, 8, 8), "cuda", torch.float32)
     with pytest.raises(ValueError, match=r"expected weight to be on the device of input"):

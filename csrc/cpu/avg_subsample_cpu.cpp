@@ -265,7 +265,8 @@ void sum_over_batch(const AvgSubsampleShape& s, const scalar_t* partial, scalar_
 at::Tensor avg_subsample_cpu(const at::Tensor& input, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias, at::IntArrayRef kernel_size,
                              at::IntArrayRef stride, c10::string_view activation) {
-  const AvgSubsampleShape s = check_avg_subsample(input, weight, bias, kernel_size, stride);
+  const AvgSubsampleShape s =
+      check_avg_subsample(input, weight, bias, kernel_size, stride, Backend::Cpu);
   const Activation act = parse_activation(activation);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
@@ -288,7 +289,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cpu(
     const at::Tensor& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     c10::string_view activation, std::array<bool, 3> output_mask) {
   const AvgSubsampleShape s =
-      check_avg_subsample_backward(grad_output, output, input, weight, kernel_size, stride);
+      check_avg_subsample_backward(grad_output, output, input, weight, kernel_size, stride,
+                                   Backend::Cpu);
   const Activation act = parse_activation(activation);
   const auto opts = input.options();
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);

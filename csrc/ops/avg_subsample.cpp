@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include "common/checks.h"
+#include "common/targets.h"
 
 namespace lenetalex {
 
@@ -25,9 +26,10 @@ static void check_per_channel(const char* arg, const at::Tensor& t, const at::Te
 }
 
 static AvgSubsampleShape check_common(const at::Tensor& input, const at::Tensor& weight,
-                                      at::IntArrayRef kernel_size, at::IntArrayRef stride) {
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      Backend backend) {
   check_rank(kOp, "input", input, 4, "N, C, H, W");
-  check_floating(kOp, "input", input);
+  check_floating(kOp, "input", input, backend);
   check_per_channel("weight", weight, input);
   check_pair(kOp, "kernel_size", kernel_size, 1);
   check_pair(kOp, "stride", stride, 1);
@@ -44,8 +46,9 @@ static AvgSubsampleShape check_common(const at::Tensor& input, const at::Tensor&
 
 AvgSubsampleShape check_avg_subsample(const at::Tensor& input, const at::Tensor& weight,
                                       const c10::optional<at::Tensor>& bias,
-                                      at::IntArrayRef kernel_size, at::IntArrayRef stride) {
-  const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride);
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      Backend backend) {
+  const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride, backend);
   if (bias.has_value() && bias->defined()) check_per_channel("bias", *bias, input);
   return s;
 }
@@ -54,15 +57,15 @@ AvgSubsampleShape check_avg_subsample_backward(const at::Tensor& grad_output,
                                                const at::Tensor& output, const at::Tensor& input,
                                                const at::Tensor& weight,
                                                at::IntArrayRef kernel_size,
-                                               at::IntArrayRef stride) {
-  const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride);
+                                               at::IntArrayRef stride, Backend backend) {
+  const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride, backend);
   const std::array<int64_t, 4> expected{s.n, s.c, s.oh, s.ow};
   check_like_output(kBackward, "grad_output", grad_output, expected, input);
   check_like_output(kBackward, "output", output, expected, input);
   return s;
 }
 
-TORCH_LIBRARY_FRAGMENT(lenetalex, m) {
+TORCH_LIBRARY_FRAGMENT(LENETALEX_NS, m) {
   // bias may be None (no shift), as conv2d_activation's.
   m.def(
       "avg_subsample(Tensor input, Tensor weight, Tensor? bias, int[2] kernel_size, "

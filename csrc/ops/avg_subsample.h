@@ -6,6 +6,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
+#include "common/checks.h"
+
 namespace lenetalex {
 
 // Every size a subsampling kernel needs, worked out once from checked arguments.
@@ -21,7 +23,8 @@ struct AvgSubsampleShape {
 // argument's name.
 AvgSubsampleShape check_avg_subsample(const at::Tensor& input, const at::Tensor& weight,
                                       const c10::optional<at::Tensor>& bias,
-                                      at::IntArrayRef kernel_size, at::IntArrayRef stride);
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      Backend backend);
 
 // The backward's arguments: the forward's (less bias), plus grad_output and
 // output of the output's shape.
@@ -29,6 +32,6 @@ AvgSubsampleShape check_avg_subsample_backward(const at::Tensor& grad_output,
                                                const at::Tensor& output, const at::Tensor& input,
                                                const at::Tensor& weight,
                                                at::IntArrayRef kernel_size,
-                                               at::IntArrayRef stride);
+                                               at::IntArrayRef stride, Backend backend);
 
 }  // namespace lenetalex
