@@ -532,7 +532,8 @@ void backward(const at::Tensor& gd, const at::Tensor& saved, const at::Tensor& x
   const GradLayout L(w.k);
   const int64_t per_chunk = std::max<int64_t>(1, chunk_blocks(blocks));
   const int64_t chunks = (blocks + per_chunk - 1) / per_chunk;
-  at::Tensor partial = at::zeros({chunks, L.total}, x.options());
+  // Each chunk zeroes its own partials, on its thread, just before use.
+  at::Tensor partial = at::empty({chunks, L.total}, x.options());
   T* part = partial.mutable_data_ptr<T>();
   const T* xp = x.const_data_ptr<T>();
   const T* gdp = gd.const_data_ptr<T>();
@@ -546,6 +547,7 @@ void backward(const at::Tensor& gd, const at::Tensor& saved, const at::Tensor& x
     Vec<T>* work = reinterpret_cast<Vec<T>*>(scratch.floats(work_vecs * per_float));
     for (int64_t c = begin; c < end; ++c) {
       T* g = part + c * L.total;
+      std::fill(g, g + L.total, T(0));
       for (int64_t blk = c * per_chunk; blk < std::min(blocks, (c + 1) * per_chunk); ++blk) {
         const int64_t n0 = blk * B, nb = std::min(B, n - n0);
         if (plan.lowest <= 2) load_input<T>(xp, n0, nb, in);  // for C1's weight grad
