@@ -15,6 +15,7 @@ OP_MODULES = [
     "lenetalex.ops.avg_subsample",
     "lenetalex.ops.local_response_norm",
     "lenetalex.ops.rbf_distance",
+    "lenetalex.ops.lenet5",
 ]
 
 # Error measured as max|fused - ref| / max(max|ref|, 1), per dtype.

@@ -99,6 +99,8 @@ def add_arguments(p):
                    "alexnet --variant torchvision)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--impl", choices=("fused", "reference"), default="fused")
+    p.add_argument("--layers", action="store_true", help="lenet5 --impl fused: run layer by "
+                   "layer (the per-layer fused ops), not as the whole-network op lenetalex.lenet5")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="float16/bfloat16 on CUDA only")
     p.add_argument("--compile", action="store_true", help="train through torch.compile(model)")
@@ -215,7 +217,8 @@ def build(args, device, dtype):
     num_classes = max(10, int(max(train[1].max(), test[1].max())) + 1)
     if args.model == "lenet5":
         model = LeNet5(num_classes=num_classes, head=args.head, impl=args.impl,
-                       init="default" if args.init == "default" else "lecun")
+                       init="default" if args.init == "default" else "lecun",
+                       fused_net=not getattr(args, "layers", False))
         train = (D.lenet_transform(train[0], dtype=dtype), train[1])
         test = (D.lenet_transform(test[0], dtype=dtype), test[1])
         transform = None

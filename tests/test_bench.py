@@ -106,7 +106,8 @@ def test_not_available_is_reported_not_dropped(monkeypatch):
     dev = _device(rep)
     ops = {r["op"] for r in dev["results"]}
     assert ops == {"avg_subsample", "local_response_norm", "models"}
-    assert len(dev["results"]) == 2 * (4 + 3 + 2)  # shapes and the overhead case; two models
+    # shapes and the overhead case; 3 model rows: LeNet5, LeNet5-layers, AlexNet
+    assert len(dev["results"]) == 2 * (4 + 3 + 3)
     for r in dev["results"]:
         assert r["status"] == "not available" and r["speedup"] is None
         assert r["fused_s"] is None and "not in this build" in r["note"]
@@ -121,7 +122,7 @@ def test_not_available_is_reported_not_dropped(monkeypatch):
 class _TinyNet(nn.Module):
     """Stands in for lenetalex.models.LeNet5: one conv through the op `impl` names."""
 
-    def __init__(self, impl="fused"):
+    def __init__(self, impl="fused", **kwargs):  # fused_net=False: the LeNet5-layers row
         super().__init__()
         self.fn = lenetalex.conv2d_activation if impl == "fused" else reference.conv2d_activation
         self.weight = nn.Parameter(torch.randn(10, 1, 32, 32) * 0.01)
@@ -147,10 +148,11 @@ def test_models(monkeypatch):
     monkeypatch.setitem(sys.modules, "lenetalex.models", fake)
     rep = bench.run(ops=["models"], **FAST)
     rows = {(r["case"], r["direction"]): r for r in _device(rep)["results"]}
-    assert set(rows) == {(m, d) for m in ("LeNet5", "AlexNet") for d in cases.MODES}
+    assert set(rows) == {(m, d) for m in ("LeNet5", "LeNet5-layers", "AlexNet") for d in cases.MODES}
     for mode in cases.MODES:
         r = rows[("LeNet5", mode)]
         assert r["status"] == "ok" and r["batch"] == 2
+        assert rows[("LeNet5-layers", mode)]["status"] == "ok"
         assert r["speedup"] == pytest.approx(r["reference_s"] / r["fused_s"])
         assert r["fused_images_per_s"] == pytest.approx(2 / r["fused_s"])
         a = rows[("AlexNet", mode)]

@@ -6,6 +6,7 @@
 
 #include "autograd/avg_subsample.h"
 #include "autograd/conv2d_activation.h"
+#include "autograd/lenet5.h"
 #include "autograd/local_response_norm.h"
 #include "autograd/rbf_distance.h"
 
@@ -22,6 +23,8 @@ TORCH_LIBRARY_IMPL(lenetalex, Autograd, m) {
   m.impl("local_response_norm_backward", &lrn::backward_autograd_kernel);
   m.impl("rbf_distance", &rbf::autograd_kernel);
   m.impl("rbf_distance_backward", &rbf::backward_autograd_kernel);
+  m.impl("lenet5", &lenet5::autograd_kernel);
+  m.impl("lenet5_backward", &lenet5::backward_autograd_kernel);
 }
 
 // The forward ops only: a backward op runs in its forward's dtype, and

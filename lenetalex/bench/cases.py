@@ -196,6 +196,11 @@ class ModelCase:
     kwargs: dict = field(default_factory=dict)
     loss: str = "cross_entropy"  # or "lenet_map"
     classes: int = 1000
+    label: str = ""  # the row's name, when not the class's
+
+    @property
+    def row(self):
+        return self.label or self.name
 
     @property
     def shape(self):
@@ -206,5 +211,8 @@ def model_cases(device_type, batch=None):
     cpu = device_type == "cpu"
     return [
         ModelCase("LeNet5", batch or 256, (1, 32, 32), loss="lenet_map", classes=10),
+        # The per-layer fused ops, as LeNet5 ran before the whole-network op.
+        ModelCase("LeNet5", batch or 256, (1, 32, 32), dict(fused_net=False), loss="lenet_map",
+                  classes=10, label="LeNet5-layers"),
         ModelCase("AlexNet", batch or (4 if cpu else 128), (3, 227, 227), dict(variant="original")),
     ]
