@@ -12,8 +12,10 @@ Exit 0: every kernel ran and matched; 1: a mismatch; 2: no CUDA device.
 Which kernels a case reaches (see the file comments of csrc/cuda/*.cu):
   conv2d_activation  direct forward (LeNet C1, forced with
                      LENETALEX_CONV_CUDA_KERNEL=direct), implicit-GEMM forward
-                     (AlexNet-like, grouped), grad_input / grad_weight split-K /
-                     grad_bias in the backward
+                     (AlexNet-like, grouped); in the backward grad_input and
+                     grad_weight on 256x16 (C1, C3), 128x32 (C5 grad_input)
+                     and 64x64 tiles, split-K with its sum for both (C5's
+                     grad_input: K = 3000), grad_bias's two passes
   avg_subsample      2x2/2 and general forward; backward with and without
                      grad_input (the two loops) and the finish kernel
   local_response_norm  forward; backward with its ring in shared memory and,
@@ -45,6 +47,7 @@ def _cases():
                         lambda x: reference.local_response_norm(x, size, 1e-4, 0.75, 2.0))
     return [
         ("conv direct lenet_c1", *conv(), [(4, 1, 32, 32), (6, 1, 5, 5), (6,)], "direct"),
+        ("conv gemm lenet_c3", *conv(), [(4, 6, 14, 14), (16, 6, 5, 5), (16,)], "gemm"),
         ("conv gemm lenet_c5", *conv(), [(4, 16, 5, 5), (120, 16, 5, 5), (120,)], "gemm"),
         ("conv gemm grouped strided relu", *conv(stride=2, padding=1, groups=2, activation="relu"),
          [(2, 8, 15, 13), (12, 4, 3, 3), (12,)], "gemm"),

@@ -236,9 +236,11 @@ def test_backward_noncontiguous_grad_output():
         assert_close(g, exp, torch.float32, 10)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[5]], ids=[CASE_IDS[0], CASE_IDS[5]])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5]],
+                         ids=[CASE_IDS[0], CASE_IDS[2], CASE_IDS[5]])
 def test_backward_is_deterministic(case):
-    """grad_weight is reduced in split-K chunks summed in a fixed order: bitwise repeatable."""
+    """grad_input and grad_weight are reduced in split-K chunks (C5's grad_input: K = 3000)
+    and grad_bias in chunks of images, each summed in a fixed order: bitwise repeatable."""
     _, xs, ws, stride, padding, groups, act = case
     x, w, b = make((8,) + xs[1:], ws, torch.float32)
     y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
@@ -249,6 +251,19 @@ def test_backward_is_deterministic(case):
         again = torch.ops.lenetalex.conv2d_activation_backward(gy, y, x, w, s, p, groups, act, [True] * 3)
         for a, c in zip(first, again):
             assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("xs, ws", [((37, 16, 5, 5), (120, 16, 5, 5)),   # P = 1: 37 chunks of one image
+                                     ((5, 1, 32, 32), (6, 1, 5, 5))])      # 5 chunks, P = 784
+def test_grad_bias_chunked(xs, ws):
+    """grad_bias's two passes (column sums over chunks of images, then per channel), alone."""
+    x, w, b = make(xs, ws, torch.float32)
+    y = lenetalex.conv2d_activation(x, w, b)
+    gy = torch.randn_like(y)
+    _, _, gb = torch.ops.lenetalex.conv2d_activation_backward(
+        gy, y, x, w, [1, 1], [0, 0], 1, "scaled_tanh", [False, False, True])
+    assert_close(gb, backward_oracle(gy, y, x, w, (1, 1), (0, 0), 1, "scaled_tanh")[2],
+                 torch.float32, 10)
 
 
 # --- float64: gradcheck, opcheck, compile ----------------------------------
