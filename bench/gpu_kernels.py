@@ -18,8 +18,10 @@ Which kernels a case reaches (see the file comments of csrc/cuda/*.cu):
                      grad_input: K = 3000), grad_bias's two passes
   avg_subsample      2x2/2 and general forward; backward with and without
                      grad_input (the two loops) and the finish kernel
-  local_response_norm  forward; backward with its ring in shared memory and,
-                     for a window too wide for it, in global memory
+  local_response_norm  fixed-window kernels (size 3 or 5) with vector loads
+                     (L % 4 == 0) and without; the general kernels (other
+                     sizes): forward; backward with its ring in shared
+                     memory and, for a window too wide for it, in global memory
   rbf_distance       forward; grad kernel and its slice sum
 """
 import argparse
@@ -54,7 +56,9 @@ def _cases():
         ("avg_subsample 2x2", *sub(), [(4, 6, 28, 28), (6,), (6,)], None),
         ("avg_subsample k3 s2", *sub(kernel_size=3, stride=2, activation="tanh"),
          [(3, 5, 11, 9), (5,), (5,)], None),
-        ("lrn size 5 (shared ring)", *lrn(5), [(2, 16, 7, 9)], None),
+        ("lrn size 5 (fixed window)", *lrn(5), [(2, 16, 7, 9)], None),
+        ("lrn size 3 (fixed window, vec4)", *lrn(3), [(2, 70, 4, 8)], None),
+        ("lrn size 4 (shared ring)", *lrn(4), [(2, 16, 7, 9)], None),
         ("lrn size 301 (global ring)", *lrn(301), [(1, 320, 3, 3)], None),
         ("rbf lenet head", lenetalex.rbf_distance, reference.rbf_distance, [(33, 84), (10, 84)], None),
     ]
