@@ -290,7 +290,9 @@ constexpr int64_t kSmallMinChunk = 32;  // channels per chunk at least: halo S -
 bool plan_small(const LrnShape& s, std::initializer_list<const void*> ptrs, size_t elem,
                 SmallPlan& plan) {
   if (s.size != 3 && s.size != 5) return false;
-  if (s.n * s.c * s.l >= INT_MAX - 4 * kThreads) return false;  // int indices, with headroom
+  // int indices; the grid-stride step (up to kMaxBlocks * kThreads) must not
+  // overflow the index either.
+  if (s.n * s.c * s.l > INT_MAX - kMaxBlocks * kThreads) return false;
   bool aligned = s.l % 4 == 0;
   for (const void* q : ptrs) aligned = aligned && reinterpret_cast<uintptr_t>(q) % (4 * elem) == 0;
   plan.s = int(s.size);
