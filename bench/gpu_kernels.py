@@ -12,7 +12,8 @@ Exit 0: every kernel ran and matched; 1: a mismatch; 2: no CUDA device.
 Which kernels a case reaches (see the file comments of csrc/cuda/*.cu):
   conv2d_activation  direct forward (LeNet C1, forced with
                      LENETALEX_CONV_CUDA_KERNEL=direct), implicit-GEMM forward
-                     (AlexNet-like, grouped); in the backward grad_input and
+                     (AlexNet-like, grouped), cuDNN + our bias/activation
+                     epilogue (a large GEMM in float16/bfloat16); in the backward grad_input and
                      grad_weight on 256x16 (C1, C3), 128x32 (C5 grad_input)
                      and 64x64 tiles, split-K with its sum for both (C5's
                      grad_input: K = 3000), grad_bias's two passes
@@ -51,6 +52,9 @@ def _cases():
         ("conv direct lenet_c1", *conv(), [(4, 1, 32, 32), (6, 1, 5, 5), (6,)], "direct"),
         ("conv gemm lenet_c3", *conv(), [(4, 6, 14, 14), (16, 6, 5, 5), (16,)], "gemm"),
         ("conv gemm lenet_c5", *conv(), [(4, 16, 5, 5), (120, 16, 5, 5), (120,)], "gemm"),
+        # Per group M = 4 * 34 * 34 >= 4096, ocg 64, K 288: cuDNN + epilogue in half types.
+        ("conv cudnn + epilogue", *conv(padding=1, activation="relu"),
+         [(4, 32, 34, 34), (64, 32, 3, 3), (64,)], None),
         ("conv gemm grouped strided relu", *conv(stride=2, padding=1, groups=2, activation="relu"),
          [(2, 8, 15, 13), (12, 4, 3, 3), (12,)], "gemm"),
         ("avg_subsample 2x2", *sub(), [(4, 6, 28, 28), (6,), (6,)], None),

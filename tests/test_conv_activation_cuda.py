@@ -141,6 +141,22 @@ def test_forward_noncontiguous_and_channels_last(dtype, kernel):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("act", ["relu", "scaled_tanh"])
+def test_forward_cudnn_and_epilogue(dtype, act):
+    """A large GEMM (per group M = 4624, ocg 64, K 288) in half types, or float32 with TF32
+    off for cuDNN: at::convolution (ATen's CPU conv in the emulator) and our bias +
+    activation kernel."""
+    x, w, b = make((4, 32, 34, 34), (64, 32, 3, 3), dtype)
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        y = lenetalex.conv2d_activation(x, w, b, 1, 1, activation=act)
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
+    assert_close(y, ref64(x, w, b, 1, 1, 1, act), dtype, FACTOR[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_forward_batch_zero(dtype, kernel):
     x, w, b = make((0, 3, 9, 9), (4, 3, 3, 3), dtype)
     y = lenetalex.conv2d_activation(x, w, b, 2, 1)
