@@ -43,19 +43,32 @@
 // Everything accumulates in at::opmath_type (float for float16 / bfloat16 /
 // float32, double for float64) and rounds to the tensor dtype when it stores.
 //
-// Roofline (an estimate, not a measurement: no GPU has run this). Inference is
-// 0.34 M multiply-adds per image with the paper's C3 table (C1 117,600, C3
-// 150,000, C5 48,000, F6 10,080, RBF 840), in float32 FMAs on CUDA cores (no
-// tensor cores here). H100 SXM: 132 SMs x 128 FP32 lanes x 1.98 GHz = 33.4 T
-// FMA/s, so 98 M img/s if every lane did one useful FMA per cycle; the input
-// read is 4 KB per image (3.35 TB/s: 0.82 M img/s per GB/s... 820 M img/s of
-// HBM bandwidth, not the bound). What binds is instruction issue: every FMA of
-// C1/C3 also reads its input from shared memory or registers, tanhf is ~10
-// instructions for each of 9,100 activations, and the C5/F6 weights (232 KB)
-// stream from L2 once per group of 4 images (58 KB per image: 20 M img/s needs
-// 1.2 TB/s of L2, within its ~5.5 TB/s). Taking ~3 issued instructions per
-// useful FMA gives ~30 M img/s at large batch, over the issue's 20 M img/s
-// target; measure with `lenetalex bench --device cuda` when a GPU is lent.
+// Roofline, H100 SXM (an estimate, not a measurement: no GPU has run this).
+// Inference with the paper's C3 table is 326,520 multiply-adds per image (C1
+// 117,600, C3 150,000, C5 48,000, F6 10,080, RBF 840), float32 FMAs on the CUDA
+// cores. Bounds per image and per second:
+//   - FMA: 132 SMs x 128 lanes x 1.98 GHz = 33.5 T FMA/s -> 103 M img/s.
+//   - HBM: 4 KB of float32 input per image at 3.35 TB/s -> 820 M img/s.
+//   - L2: the C5/F6 weights (232 KB) are read once per group of 4 images,
+//     58 KB per image; at ~5.5 TB/s -> ~95 M img/s.
+//   - Shared memory: a 6x6 patch (36 loads) per 100 FMAs in C1/C3, ~120 K loads
+//     per image; 32 lanes/clock/SM -> ~140 M img/s.
+//   - Issue: every instruction, not only FMAs. Per image ~330 K FMAs, ~120 K
+//     shared loads, ~9,100 tanhf (~20 instructions each, ~180 K), ~100 K
+//     address/loop instructions: ~730 K thread-instructions; 132 SMs x 4
+//     schedulers x 32 lanes x 1.98 GHz = 33.5 T/s -> ~46 M img/s.
+// Issue binds. Occupancy is good (44.9 KB of shared memory and 48 registers
+// per 256-thread block: 5 blocks, 40 warps per SM), but the block idles at its
+// 6 barriers per group and in phases with few work items (C3/S4: 1,600 over
+// 256 threads, 7 rounds for 6.25; the RBF: 10 prototypes over 8 warps). At 50-65% of
+// the issue bound: ~23-30 M img/s at large batch, above the issue's 20 M img/s
+// target but not by a wide margin. `lenetalex bench --device cuda` has a
+// LeNet5-b65536 row to measure it when a GPU is lent.
+// A training step adds ~2x the FMAs and the weight-grad partials: each group
+// of 2 images reads and writes its block's row (62 K values, C5's 48 K of
+// them), ~190 KB per image of L2 traffic (256 rows, 63 MB, spill past L2 to
+// HBM): ~15 M img/s from that alone, far past what training to 89% in under a
+// second needs (~10 epochs of 60,000 images: 0.6 M img/s).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -104,24 +117,15 @@ static_assert(kPixels + kC1Plane <= kRegionP, "the input and one d(C1) channel f
 static_assert(kPixels <= kRegionS, "the input grad fits in S");
 
 // The weight grads' offsets in one flat array, in the backward op's order
-// after the input (c1_weight .. prototypes); entry 0 unused.
-struct GradLayout {
-  int64_t off[14];
-  int64_t total;
-};
-
-GradLayout grad_layout(int64_t k) {
-  const int64_t sizes[14] = {0,   kC1 * 25, kC1, kS2, kS2,      kC3 * kS2 * 25, kC3,
-                             kS4, kS4,      kC5 * kS4 * 25, kC5, kF6 * kC5, kF6, k * kF6};
-  GradLayout l;
-  int64_t o = 0;
-  for (int i = 0; i < 14; ++i) {
-    l.off[i] = o;
-    o += sizes[i];
-  }
-  l.total = o;
-  return l;
-}
+// after the input (c1_weight .. prototypes; entry 0 unused). Compile-time
+// constants (the prototypes come last, so K changes only the total): kept out
+// of the backward kernel's registers.
+enum Grad : int { kGC1W = 1, kGC1B, kGS2W, kGS2B, kGC3W, kGC3B, kGS4W, kGS4B, kGC5W, kGC5B,
+                  kGF6W, kGF6B, kGProto };
+constexpr int64_t kGradSizes[13] = {0,   kC1 * 25, kC1, kS2, kS2,      kC3 * kS2 * 25, kC3,
+                                    kS4, kS4,      kC5 * kS4 * 25, kC5, kF6 * kC5, kF6};
+constexpr int64_t grad_off(int i) { return i == 0 ? 0 : grad_off(i - 1) + kGradSizes[i - 1]; }
+inline int64_t grad_total(int64_t k) { return grad_off(kGProto) + k * kF6; }
 
 // C3's connections: bit 8 o + i of the 128 is set when C3 map o reads S2 map
 // i. Two words, not an array: a kernel parameter indexed at run time would be
@@ -339,6 +343,16 @@ struct Plan {
   int lowest;
 };
 
+// The backward's phases are separate calls: inlined into the kernel's one
+// body they needed more than 128 registers a thread and spilled (nvcc 13,
+// sm_90); as calls each fits, at the cost of a call frame (160 bytes of local
+// memory for the by-reference arguments), read once per phase.
+#if defined(LENETALEX_CUDA_EMU)
+#define LENET5_PHASE
+#else
+#define LENET5_PHASE __noinline__
+#endif
+
 template <typename scalar_t, typename acc_t>
 struct Backward {
   const scalar_t* saved;  // the group's first image's activations
@@ -372,9 +386,9 @@ __device__ acc_t entry_sums(int E, int L, acc_t* red, F f) {
 // The RBF's grad into F6: d(F6) = f'(F6) sum_k 2 g[k] (F6 - p[k]); the
 // prototypes' grad -sum over images of 2 g[k] (F6 - p[k]).
 template <typename scalar_t, typename acc_t, int IMG>
-__device__ void rbf_backward(const Params<scalar_t>& p, const Backward<scalar_t, acc_t>& b,
-                             const scalar_t* __restrict__ gd, const acc_t* top, acc_t* dtop,
-                             const Plan& plan, int64_t proto_off) {
+__device__ LENET5_PHASE void rbf_backward(
+    const Params<scalar_t>& p, const Backward<scalar_t, acc_t>& b, const scalar_t* __restrict__ gd,
+    const acc_t* top, acc_t* dtop, const Plan& plan, int64_t proto_off) {
   const int K = p.k;
   const acc_t* f6 = top + kS4Size + kC5;
   for (int i = threadIdx.x; i < IMG * kF6; i += kThreads) {
@@ -401,9 +415,9 @@ __device__ void rbf_backward(const Params<scalar_t>& p, const Backward<scalar_t,
 // (when params); with `down`, the input's pre-activation grad into dx
 // (f'(in) sum_o W[o][i] d[o]).
 template <typename scalar_t, typename acc_t, int IMG, int O, int I>
-__device__ void dense_backward(const scalar_t* __restrict__ W, const acc_t* d, const acc_t* in,
-                               acc_t* dx, acc_t* part, int64_t w_off, int64_t b_off, bool params,
-                               bool down) {
+__device__ LENET5_PHASE void dense_backward(
+    const scalar_t* __restrict__ W, const acc_t* d, const acc_t* in, acc_t* dx, acc_t* part,
+    int64_t w_off, int64_t b_off, bool params, bool down) {
   if (params) {
     for (int e = threadIdx.x; e < O * I; e += kThreads) {
       const int o = e / I, i = e - o * I;
@@ -432,8 +446,9 @@ __device__ void dense_backward(const scalar_t* __restrict__ W, const acc_t* d, c
 // pre-activation grads (C planes of OW x OW per image, `dstride` apart), its
 // input the saved plane at in_off (IW = 2 OW wide).
 template <typename scalar_t, typename acc_t, int IMG, int C, int OW>
-__device__ void subsample_grads(const Backward<scalar_t, acc_t>& b, const acc_t* d, int dstride,
-                                int in_off, acc_t* red, int64_t w_off, int64_t b_off) {
+__device__ LENET5_PHASE void subsample_grads(
+    const Backward<scalar_t, acc_t>& b, const acc_t* d, int dstride, int in_off, acc_t* red,
+    int64_t w_off, int64_t b_off) {
   constexpr int plane = OW * OW, IW = 2 * OW;
   // Entries 0..C-1: the weights' grads; C..2C-1: the biases'.
   const acc_t s = entry_sums<acc_t>(2 * C, IMG * plane, red, [&](int e, int j) {
@@ -441,7 +456,8 @@ __device__ void subsample_grads(const Backward<scalar_t, acc_t>& b, const acc_t*
     const acc_t dv = d[img * dstride + c * plane + q];
     if (e >= C) return dv;
     const int y = 2 * (q / OW), x = 2 * (q % OW), o = in_off + c * IW * IW + y * IW + x;
-    const acc_t sum = (b.act(img, o) + b.act(img, o + 1)) + (b.act(img, o + IW) + b.act(img, o + IW + 1));
+    const acc_t sum =
+        (b.act(img, o) + b.act(img, o + 1)) + (b.act(img, o + IW) + b.act(img, o + IW + 1));
     return dv * sum * acc_t(0.25);
   });
   if (static_cast<int>(threadIdx.x) < C) b.part[w_off + threadIdx.x] += s;
@@ -450,8 +466,8 @@ __device__ void subsample_grads(const Backward<scalar_t, acc_t>& b, const acc_t*
 
 // d(C3) from d(S4): f'(C3) * s4w / 4 * d(S4) of the window; S2 staged too.
 template <typename scalar_t, typename acc_t, int IMG>
-__device__ void c3_grad(const Params<scalar_t>& p, const Backward<scalar_t, acc_t>& b,
-                        const acc_t* dtop, acc_t* P) {
+__device__ LENET5_PHASE void c3_grad(
+    const Params<scalar_t>& p, const Backward<scalar_t, acc_t>& b, const acc_t* dtop, acc_t* P) {
   for (int i = threadIdx.x; i < IMG * kS2Size; i += kThreads) {
     const int img = i / kS2Size, r = i - img * kS2Size;
     P[img * kRegionP + r] = b.act(img, kOffS2 + r);
@@ -468,8 +484,8 @@ __device__ void c3_grad(const Params<scalar_t>& p, const Backward<scalar_t, acc_
 // C3's weight and bias grads from d(C3) and S2 (both in P): a thread per
 // weight on the table, summed over the group's images and 10x10 positions.
 template <typename scalar_t, typename acc_t, int IMG>
-__device__ void c3_weight_grads(const C3Table& t, const acc_t* P, acc_t* part, int64_t w_off,
-                                int64_t b_off) {
+__device__ LENET5_PHASE void c3_weight_grads(
+    const C3Table& t, const acc_t* P, acc_t* part, int64_t w_off, int64_t b_off) {
   for (int e = threadIdx.x; e < kC3 * kS2 * 25; e += kThreads) {
     const int o = e / (kS2 * 25), c = (e / 25) % kS2, ky = (e % 25) / 5, kx = e % 5;
     if (!t.reads(o, c)) continue;  // off the table: no grad (zero)
@@ -506,7 +522,8 @@ __device__ __forceinline__ acc_t conv_input_grad(const acc_t* d, const scalar_t*
 
 // d(S2) = f'(S2) * the grad C3's table connections send back, into Q.
 template <typename scalar_t, typename acc_t, int IMG>
-__device__ void s2_grad(const Params<scalar_t>& p, const C3Table& t, const acc_t* P, acc_t* Q) {
+__device__ LENET5_PHASE void s2_grad(
+    const Params<scalar_t>& p, const C3Table& t, const acc_t* P, acc_t* Q) {
   for (int i = threadIdx.x; i < IMG * kS2Size; i += kThreads) {
     const int img = i / kS2Size, r = i - img * kS2Size;
     const int c = r / kS2Plane, qy = (r % kS2Plane) / kH2, qx = r % kH2;
@@ -524,9 +541,9 @@ __device__ void s2_grad(const Params<scalar_t>& p, const C3Table& t, const acc_t
 // P after the input; its 25 weight grads and bias grad; its share of the input
 // grad added to gx (in S), in channel order.
 template <typename scalar_t, typename acc_t, int IMG>
-__device__ void c1_backward(const Params<scalar_t>& p, const Backward<scalar_t, acc_t>& b,
-                            const Plan& plan, const acc_t* Q, acc_t* P, acc_t* gx, acc_t* red,
-                            int64_t w_off, int64_t b_off) {
+__device__ LENET5_PHASE void c1_backward(
+    const Params<scalar_t>& p, const Backward<scalar_t, acc_t>& b, const Plan& plan, const acc_t* Q,
+    acc_t* P, acc_t* gx, acc_t* red, int64_t w_off, int64_t b_off) {
   const acc_t* x = P;                 // IMG planes of 32 x 32, kPixels apart
   acc_t* dc1 = P + IMG * kPixels;     // IMG planes of 28 x 28
   for (int c = 0; c < kC1; ++c) {
@@ -564,7 +581,7 @@ __device__ void c1_backward(const Params<scalar_t>& p, const Backward<scalar_t, 
 // it; the plan is uniform over the block.
 template <typename scalar_t, typename acc_t, int IMG>
 __device__ void backward_group(const Params<scalar_t>& p, const C3Table& t, const Plan& plan,
-                               const GradLayout& L, const Backward<scalar_t, acc_t>& b,
+                               const Backward<scalar_t, acc_t>& b,
                                const scalar_t* __restrict__ x, const scalar_t* __restrict__ gd,
                                scalar_t* __restrict__ gx_out, acc_t* smem) {
   acc_t* P = smem;
@@ -578,31 +595,32 @@ __device__ void backward_group(const Params<scalar_t>& p, const C3Table& t, cons
     top[i] = b.act(img, kOffS4 + (i - img * kTop));
   }
   __syncthreads();
-  rbf_backward<scalar_t, acc_t, IMG>(p, b, gd, top, dtop, plan, L.off[13]);
+  rbf_backward<scalar_t, acc_t, IMG>(p, b, gd, top, dtop, plan, grad_off(kGProto));
   __syncthreads();
   if (plan.lowest == 6 && !plan.params) return;
   dense_backward<scalar_t, acc_t, IMG, kF6, kC5>(p.f6w, dtop + kS4Size + kC5, top + kS4Size,
-                                                 dtop + kS4Size, b.part, L.off[11], L.off[12],
-                                                 plan.params, plan.lowest < 6);
+                                                 dtop + kS4Size, b.part, grad_off(kGF6W),
+                                                 grad_off(kGF6B), plan.params, plan.lowest < 6);
   __syncthreads();
   if (plan.lowest == 6) return;
   dense_backward<scalar_t, acc_t, IMG, kC5, kS4Size>(p.c5w, dtop + kS4Size, top, dtop, b.part,
-                                                     L.off[9], L.off[10], plan.params,
+                                                     grad_off(kGC5W), grad_off(kGC5B), plan.params,
                                                      plan.lowest < 5);
   __syncthreads();
   if (plan.lowest == 5) return;
   if (plan.params)
-    subsample_grads<scalar_t, acc_t, IMG, kS4, kH4>(b, dtop, kTop, kOffC3, red, L.off[7],
-                                                    L.off[8]);
+    subsample_grads<scalar_t, acc_t, IMG, kS4, kH4>(b, dtop, kTop, kOffC3, red, grad_off(kGS4W),
+                                                    grad_off(kGS4B));
   c3_grad<scalar_t, acc_t, IMG>(p, b, dtop, P);
   __syncthreads();
-  if (plan.params) c3_weight_grads<scalar_t, acc_t, IMG>(t, P, b.part, L.off[5], L.off[6]);
+  if (plan.params)
+    c3_weight_grads<scalar_t, acc_t, IMG>(t, P, b.part, grad_off(kGC3W), grad_off(kGC3B));
   if (plan.lowest < 3) s2_grad<scalar_t, acc_t, IMG>(p, t, P, Q);
   __syncthreads();
   if (plan.lowest == 3) return;
   if (plan.params)
-    subsample_grads<scalar_t, acc_t, IMG, kS2, kH2>(b, Q, kRegionQ, kOffC1, red, L.off[3],
-                                                    L.off[4]);
+    subsample_grads<scalar_t, acc_t, IMG, kS2, kH2>(b, Q, kRegionQ, kOffC1, red, grad_off(kGS2W),
+                                                    grad_off(kGS2B));
   // P's S2 and d(C3) are spent: the input (C1's weight grad reads it), and
   // in S the input grad's accumulators (the top layers' values are spent).
   for (int i = threadIdx.x; i < IMG * kPixels; i += kThreads) {
@@ -611,25 +629,25 @@ __device__ void backward_group(const Params<scalar_t>& p, const C3Table& t, cons
     if (plan.input) S[i] = acc_t(0);
   }
   __syncthreads();
-  c1_backward<scalar_t, acc_t, IMG>(p, b, plan, Q, P, S, red, L.off[1], L.off[2]);
+  c1_backward<scalar_t, acc_t, IMG>(p, b, plan, Q, P, S, red, grad_off(kGC1W), grad_off(kGC1B));
   if (!plan.input) return;
   for (int i = threadIdx.x; i < b.valid * kPixels; i += kThreads) gx_out[i] = scalar_t(S[i]);
 }
 
-// Block b takes groups b, b + gridDim.x, ...; part: gridDim.x rows of L.total
+// Block b takes groups b, b + gridDim.x, ...; part: gridDim.x rows of total
 // partial sums (null when no parameter or prototype grad is asked).
-// At most 128 registers a thread (2 blocks per SM's 64K registers), which
-// the compiler otherwise undershoots for float16 and spills.
+// At most 128 registers a thread: 2 blocks per SM's 64 K registers.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 2)
     backward_kernel(const scalar_t* __restrict__ gd, const scalar_t* __restrict__ saved,
                     const scalar_t* __restrict__ x, Params<scalar_t> p, C3Table t, Plan plan,
-                    GradLayout L, acc_t* __restrict__ part, scalar_t* __restrict__ gx, int64_t n) {
+                    int64_t total, acc_t* __restrict__ part, scalar_t* __restrict__ gx,
+                    int64_t n) {
   constexpr int IMG = kBackImages<acc_t>;
   LENETALEX_SHARED(acc_t, smem, [IMG * kBackwardPerImage + kThreads]);
-  acc_t* row = part ? part + blockIdx.x * L.total : nullptr;
+  acc_t* row = part ? part + blockIdx.x * total : nullptr;
   if (row) {
-    for (int64_t e = threadIdx.x; e < L.total; e += kThreads) row[e] = acc_t(0);
+    for (int64_t e = threadIdx.x; e < total; e += kThreads) row[e] = acc_t(0);
     __syncthreads();
   }
   const int64_t groups = (n + IMG - 1) / IMG;
@@ -639,7 +657,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     b.saved = saved + n0 * kSaved;
     b.valid = static_cast<int>(min(static_cast<int64_t>(IMG), n - n0));
     b.part = row;
-    backward_group<scalar_t, acc_t, IMG>(p, t, plan, L, b, x + n0 * kPixels, gd + n0 * p.k,
+    backward_group<scalar_t, acc_t, IMG>(p, t, plan, b, x + n0 * kPixels, gd + n0 * p.k,
                                          gx ? gx + n0 * kPixels : nullptr, smem);
     __syncthreads();  // the next group overwrites shared memory
   }
@@ -751,9 +769,9 @@ std::vector<at::Tensor> lenet5_backward_cuda(
   c10::cuda::CUDAGuard guard(input.device());
   const int64_t n = input.size(0);
   const auto opts = input.options();
-  const GradLayout L = grad_layout(k);
+  const int64_t total = grad_total(k);
   const Plan plan = plan_of(mask);
-  at::Tensor all = at::zeros({L.total}, opts);
+  at::Tensor all = at::zeros({total}, opts);
   at::Tensor gx = mask[0] ? at::empty({n, 1, kIn, kIn}, opts) : at::empty({0}, opts);
   bool any = false;
   for (bool m : mask) any = any || m;
@@ -774,17 +792,17 @@ std::vector<at::Tensor> lenet5_backward_cuda(
       const int64_t blocks = grid_for((n + IMG - 1) / IMG, kBackwardBlocks);
       const bool reduce = plan.params || plan.proto;
       const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
-      at::Tensor part = reduce ? at::empty({blocks, L.total}, acc_opts) : at::Tensor();
+      at::Tensor part = reduce ? at::empty({blocks, total}, acc_opts) : at::Tensor();
       launch_bounded<kThreads>(
           backward_kernel<scalar_t, acc_t>, blocks, kThreads, 0, stream,
           gd.const_data_ptr<scalar_t>(), saved.const_data_ptr<scalar_t>(),
-          x.const_data_ptr<scalar_t>(), params_of<scalar_t>(a, k), t, plan, L,
+          x.const_data_ptr<scalar_t>(), params_of<scalar_t>(a, k), t, plan, total,
           reduce ? part.mutable_data_ptr<acc_t>() : nullptr,
           mask[0] ? gx.mutable_data_ptr<scalar_t>() : nullptr, n);
       if (reduce) {
         launch(reduce_kernel<scalar_t, acc_t>,
-               static_cast<unsigned>((L.total + kThreads - 1) / kThreads), kThreads, 0,
-               stream, part.const_data_ptr<acc_t>(), all.mutable_data_ptr<scalar_t>(), L.total,
+               static_cast<unsigned>((total + kThreads - 1) / kThreads), kThreads, 0,
+               stream, part.const_data_ptr<acc_t>(), all.mutable_data_ptr<scalar_t>(), total,
                static_cast<int>(blocks));
       }
     });
@@ -802,7 +820,7 @@ std::vector<at::Tensor> lenet5_backward_cuda(
       continue;
     }
     const int64_t len = shapes[i] ? shapes[i]->numel() : bias_len[i];
-    at::Tensor v = all.narrow(0, L.off[i], len).clone();
+    at::Tensor v = all.narrow(0, grad_off(i), len).clone();
     out[i] = shapes[i] ? v.view(shapes[i]->sizes()) : v;
   }
   return out;
