@@ -128,14 +128,27 @@ constexpr int64_t grad_off(int i) { return i == 0 ? 0 : grad_off(i - 1) + kGradS
 inline int64_t grad_total(int64_t k) { return grad_off(kGProto) + k * kF6; }
 
 // C3's connections: bit 8 o + i of the 128 is set when C3 map o reads S2 map
-// i. Two words, not an array: a kernel parameter indexed at run time would be
-// copied to local memory.
+// i. Two words in registers, not an array (one indexed at run time would live
+// in local memory).
 struct C3Table {
   uint64_t lo, hi;  // maps 0-7, 8-15
-  __host__ __device__ bool reads(int o, int i) const {
+  __device__ bool reads(int o, int i) const {
     return ((o < 8 ? lo : hi) >> (8 * (o & 7) + i)) & 1;
   }
 };
+
+// Every thread reads the (16, 6) bool table from device memory when its kernel
+// starts: 96 cached loads, where reading it on the host would copy it back and
+// wait for the stream on every call.
+__device__ __forceinline__ C3Table load_table(const bool* __restrict__ q) {
+  C3Table t{0, 0};
+#pragma unroll
+  for (int o = 0; o < kC3; ++o)
+#pragma unroll
+    for (int i = 0; i < kS2; ++i)
+      if (q[o * kS2 + i]) (o < 8 ? t.lo : t.hi) |= uint64_t(1) << (8 * (o & 7) + i);
+  return t;
+}
 
 template <typename scalar_t>
 struct Params {  // the parameters' data, contiguous
@@ -306,10 +319,11 @@ __device__ void rbf(const Params<scalar_t>& p, const acc_t* f6, scalar_t* __rest
 // groups: of IMG images (the last may be partly padding); n: real images.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const scalar_t* __restrict__ x, Params<scalar_t> p, C3Table t,
-                   scalar_t* __restrict__ dist, scalar_t* __restrict__ saved, int64_t n,
-                   int64_t groups) {
+    forward_kernel(const scalar_t* __restrict__ x, Params<scalar_t> p,
+                   const bool* __restrict__ table, scalar_t* __restrict__ dist,
+                   scalar_t* __restrict__ saved, int64_t n, int64_t groups) {
   constexpr int IMG = kImages<acc_t>;
+  const C3Table t = load_table(table);
   LENETALEX_SHARED(acc_t, smem, [IMG * kForwardPerImage]);
   acc_t* in = smem;
   acc_t* s2 = in + IMG * kPixels;
@@ -640,10 +654,11 @@ __device__ void backward_group(const Params<scalar_t>& p, const C3Table& t, cons
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 2)
     backward_kernel(const scalar_t* __restrict__ gd, const scalar_t* __restrict__ saved,
-                    const scalar_t* __restrict__ x, Params<scalar_t> p, C3Table t, Plan plan,
-                    int64_t total, acc_t* __restrict__ part, scalar_t* __restrict__ gx,
-                    int64_t n) {
+                    const scalar_t* __restrict__ x, Params<scalar_t> p,
+                    const bool* __restrict__ table, Plan plan, int64_t total,
+                    acc_t* __restrict__ part, scalar_t* __restrict__ gx, int64_t n) {
   constexpr int IMG = kBackImages<acc_t>;
+  const C3Table t = load_table(table);
   LENETALEX_SHARED(acc_t, smem, [IMG * kBackwardPerImage + kThreads]);
   acc_t* row = part ? part + blockIdx.x * total : nullptr;
   if (row) {
@@ -675,17 +690,6 @@ __global__ void reduce_kernel(const acc_t* __restrict__ part, scalar_t* __restri
 }
 
 // ---------------------------------------------------------------- entries
-
-C3Table c3_table_of(const at::Tensor& table) {
-  // The (16, 6) bool table is read once on the host (a small copy).
-  const at::Tensor c = table.to(at::kCPU).contiguous();
-  const bool* q = c.const_data_ptr<bool>();
-  C3Table t{};
-  for (int o = 0; o < kC3; ++o)
-    for (int i = 0; i < kS2; ++i)
-      if (q[o * kS2 + i]) (o < 8 ? t.lo : t.hi) |= uint64_t(1) << (8 * (o & 7) + i);
-  return t;
-}
 
 // The parameters, contiguous; the optional ones (the backward has no biases)
 // may be undefined.
@@ -723,7 +727,7 @@ std::tuple<at::Tensor, at::Tensor> lenet5_cuda(
       s4_weight.contiguous(), s4_bias.contiguous(), c5_weight.contiguous(),
       c5_bias.contiguous(),   f6_weight.contiguous(), f6_bias.contiguous(),
       prototypes.contiguous()};
-  const C3Table t = c3_table_of(c3_table);
+  const at::Tensor table = c3_table.contiguous();
   const at::Tensor x = input.contiguous();
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "lenet5_cuda",
@@ -735,7 +739,8 @@ std::tuple<at::Tensor, at::Tensor> lenet5_cuda(
     const int64_t groups = (images + IMG - 1) / IMG;
     launch_bounded<kThreads>(forward_kernel<scalar_t, acc_t>, grid_for(groups, kForwardBlocks),
                              kThreads, 0, stream, x.const_data_ptr<scalar_t>(),
-                             params_of<scalar_t>(a, k), t, dist.mutable_data_ptr<scalar_t>(),
+                             params_of<scalar_t>(a, k), table.const_data_ptr<bool>(),
+                             dist.mutable_data_ptr<scalar_t>(),
                              save ? saved.mutable_data_ptr<scalar_t>() : nullptr, n, groups);
   });
   return {dist, saved};
@@ -781,7 +786,7 @@ std::vector<at::Tensor> lenet5_backward_cuda(
         c3_weight.contiguous(), at::Tensor(), s4_weight.contiguous(), at::Tensor(),
         c5_weight.contiguous(), at::Tensor(), f6_weight.contiguous(), at::Tensor(),
         prototypes.contiguous()};
-    const C3Table t = c3_table_of(c3_table);
+    const at::Tensor table = c3_table.contiguous();
     const at::Tensor x = input.contiguous(), gd = grad_distances.contiguous();
     const at::Tensor saved = activations.contiguous();
     const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -796,7 +801,8 @@ std::vector<at::Tensor> lenet5_backward_cuda(
       launch_bounded<kThreads>(
           backward_kernel<scalar_t, acc_t>, blocks, kThreads, 0, stream,
           gd.const_data_ptr<scalar_t>(), saved.const_data_ptr<scalar_t>(),
-          x.const_data_ptr<scalar_t>(), params_of<scalar_t>(a, k), t, plan, total,
+          x.const_data_ptr<scalar_t>(), params_of<scalar_t>(a, k), table.const_data_ptr<bool>(),
+          plan, total,
           reduce ? part.mutable_data_ptr<acc_t>() : nullptr,
           mask[0] ? gx.mutable_data_ptr<scalar_t>() : nullptr, n);
       if (reduce) {
