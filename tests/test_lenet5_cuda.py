@@ -121,6 +121,18 @@ def test_saved_activations_size_and_bits():
     assert torch.equal(y, y3) and none.shape == (0,)
 
 
+def test_several_groups_per_block(monkeypatch):
+    # As at a large batch, where each block takes many groups in turn (their
+    # weight grads added into the block's one row of partial sums): on 9
+    # images, with the grid capped at 2 blocks (forward: 4 groups with the
+    # padding; backward: 5 in float32).
+    monkeypatch.setenv("LENETALEX_LENET5_CUDA_MAX_BLOCKS", "2")
+    check_against_reference(make_args(9, torch.float32, table=DENSE, seed=3))
+    monkeypatch.setenv("LENETALEX_LENET5_CUDA_MAX_BLOCKS", "0")
+    with pytest.raises(ValueError, match="LENETALEX_LENET5_CUDA_MAX_BLOCKS must be a positive"):
+        lenetalex.lenet5(*make_args(1, torch.float32))
+
+
 # -- output_mask ----------------------------------------------------------------
 
 MASKS = [[i == j for i in range(14)] for j in (0, 1, 4, 5, 7, 10, 11, 13)]

@@ -79,6 +79,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "cuda/launch.cuh"
@@ -701,7 +702,20 @@ Params<scalar_t> params_of(const std::array<at::Tensor, 13>& a, int64_t k) {
                           q[7], q[8], q[9], q[10], q[11], q[12], static_cast<int>(k)};
 }
 
+// The grid: a block per group, at most `cap` blocks (each then takes several
+// groups, in order). LENETALEX_LENET5_CUDA_MAX_BLOCKS lowers the cap, for the
+// tests: several groups per block, as at a large batch, on a few images. The
+// backward's sums depend on the cap (one row of partial sums per block), so
+// it is not for tuning.
 unsigned grid_for(int64_t groups, int64_t cap) {
+  const char* env = std::getenv("LENETALEX_LENET5_CUDA_MAX_BLOCKS");
+  if (env && *env) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    TORCH_CHECK_VALUE(*end == '\0' && v >= 1, "LENETALEX_LENET5_CUDA_MAX_BLOCKS must be a "
+                      "positive integer, got '", env, "'");
+    cap = std::min<int64_t>(cap, v);
+  }
   return static_cast<unsigned>(std::max<int64_t>(1, std::min(groups, cap)));
 }
 
