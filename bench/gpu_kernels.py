@@ -24,6 +24,8 @@ Which kernels a case reaches (see the file comments of csrc/cuda/*.cu):
                      sizes): forward; backward with its ring in shared
                      memory and, for a window too wide for it, in global memory
   rbf_distance       forward; grad kernel and its slice sum
+  lenet5             the whole network: forward (5 images: a full group and a
+                     padded one), backward with every grad and the reduction
 """
 import argparse
 import os
@@ -35,6 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lenetalex  # noqa: E402
 from lenetalex import reference  # noqa: E402
+from lenetalex.models.lenet import C3_TABLE  # noqa: E402
+from lenetalex.ops.lenet5 import _SHAPES as LENET5_SHAPES, reference_lenet5  # noqa: E402
 
 # max|a - b| / max(max|b|, 1) allowed per dtype (float32 accumulation inside).
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -65,6 +69,9 @@ def _cases():
         ("lrn size 4 (shared ring)", *lrn(4), [(2, 16, 7, 9)], None),
         ("lrn size 301 (global ring)", *lrn(301), [(1, 320, 3, 3)], None),
         ("rbf lenet head", lenetalex.rbf_distance, reference.rbf_distance, [(33, 84), (10, 84)], None),
+        ("lenet5 whole network", lambda *t: lenetalex.lenet5(*t, C3_TABLE.to(t[0].device)),
+         lambda *t: reference_lenet5(*t, C3_TABLE.to(t[0].device)),
+         [(5, 1, 32, 32), *LENET5_SHAPES.values(), (10, 84)], None),
     ]
 
 
