@@ -25,7 +25,7 @@ endif
 
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
 
-.PHONY: run test test-cpu test-emu test-emu-asan build clean gpu-check
+.PHONY: run test test-cpu test-emu test-emu-asan build clean gpu-check gpu-data
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -93,3 +93,10 @@ clean:
 # Exits 2 where there is no GPU.
 gpu-check:
 	bash bench/gpu_check.sh
+
+# Fashion-MNIST for gpu-check's training step, in an ignored folder of the
+# checkout (the GPU machine has no dataset and no network): run it here, then
+# give the device tool carry ["data/fashion-mnist"] (30 MB).
+gpu-data:
+	mkdir -p data/fashion-mnist
+	cp /usr/share/datasets/fashion-mnist/*-ubyte.gz data/fashion-mnist/

@@ -151,3 +151,22 @@ def test_torchrun_ddp_matches_one_process(tmp_path):
     ddp = _params(tmp_path / "ddp.pt")
     for k, v in single.state_dict().items():
         torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_gpu_train_lenet5_script_reports_time_to_target(tmp_path):
+    # bench/gpu_train_lenet5.py (make gpu-check's training step), dry-run on the
+    # CPU on 64 synthetic images: it trains, sums the training seconds and
+    # judges them; chance accuracy can't reach the target, so it exits 1.
+    write_mnist(tmp_path / "data", n_train=64, n_test=20)
+    out = tmp_path / "t.json"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gpu_train_lenet5.py"),
+                        "--device", "cpu", "--data", str(tmp_path / "data"), "--epochs", "2",
+                        "--threads", "1", "--json", str(out), "--target", "1.01"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "time to 101% on cpu: short" in r.stdout
+    saved = json.loads(out.read_text())
+    assert [h["epoch"] for h in saved["epochs"]] == [1, 2]
+    clock = [h["training_seconds_so_far"] for h in saved["epochs"]]
+    assert 0 < clock[0] < clock[1]
+    assert saved["verdict"].startswith("short")
