@@ -299,14 +299,12 @@ struct GradLayout {
   int64_t off[14];
   int64_t total;
   explicit GradLayout(int64_t k) {
-    const int64_t sizes[14] = {0,   kC1 * 25, kC1, kS2, kS2,      kC3 * kS2 * 25, kC3,
-                               kS4, kS4,      kC5 * kS4 * 25, kC5, kF6 * kC5, kF6, k * kF6};
     int64_t o = 0;
     for (int i = 0; i < 14; ++i) {
       // Each array starts on a 64-byte line, so the rank-8 updates' rows are aligned.
       o = (o + 15) / 16 * 16;
       off[i] = o;
-      o += sizes[i];
+      o += i < 13 ? kGradNumel[i] : k * kF6;
     }
     total = (o + 15) / 16 * 16;
   }
@@ -654,23 +652,7 @@ std::vector<at::Tensor> lenet5_backward_cpu(
                          mask[0] ? gx.mutable_data_ptr<scalar_t>() : nullptr);
     });
   }
-  // Each grad its own tensor of its parameter's shape (outputs must not alias).
-  const at::Tensor* shapes[14] = {&input,     &c1_weight, nullptr, &s2_weight, nullptr,
-                                  &c3_weight, nullptr,    &s4_weight, nullptr, &c5_weight,
-                                  nullptr,    &f6_weight, nullptr, &prototypes};
-  const int64_t bias_len[14] = {0, 0, kC1, 0, kS2, 0, kC3, 0, kS4, 0, kC5, 0, kF6, 0};
-  std::vector<at::Tensor> out(14);
-  out[0] = gx;
-  for (int i = 1; i < 14; ++i) {
-    if (!mask[i]) {
-      out[i] = at::empty({0}, opts);
-      continue;
-    }
-    const int64_t len = shapes[i] ? shapes[i]->numel() : bias_len[i];
-    at::Tensor v = all.narrow(0, L.off[i], len).clone();
-    out[i] = shapes[i] ? v.view(shapes[i]->sizes()) : v;
-  }
-  return out;
+  return split_grads(gx, all, L.off, mask, f6_weight, k);
 }
 
 }  // namespace

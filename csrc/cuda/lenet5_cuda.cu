@@ -123,9 +123,7 @@ static_assert(kPixels <= kRegionS, "the input grad fits in S");
 // of the backward kernel's registers.
 enum Grad : int { kGC1W = 1, kGC1B, kGS2W, kGS2B, kGC3W, kGC3B, kGS4W, kGS4B, kGC5W, kGC5B,
                   kGF6W, kGF6B, kGProto };
-constexpr int64_t kGradSizes[13] = {0,   kC1 * 25, kC1, kS2, kS2,      kC3 * kS2 * 25, kC3,
-                                    kS4, kS4,      kC5 * kS4 * 25, kC5, kF6 * kC5, kF6};
-constexpr int64_t grad_off(int i) { return i == 0 ? 0 : grad_off(i - 1) + kGradSizes[i - 1]; }
+constexpr int64_t grad_off(int i) { return i == 0 ? 0 : grad_off(i - 1) + kGradNumel[i - 1]; }
 inline int64_t grad_total(int64_t k) { return grad_off(kGProto) + k * kF6; }
 
 // C3's connections: bit 8 o + i of the 128 is set when C3 map o reads S2 map
@@ -827,23 +825,9 @@ std::vector<at::Tensor> lenet5_backward_cuda(
       }
     });
   }
-  // Each grad its own tensor of its parameter's shape (outputs must not alias).
-  const at::Tensor* shapes[14] = {&input,     &c1_weight, nullptr, &s2_weight, nullptr,
-                                  &c3_weight, nullptr,    &s4_weight, nullptr, &c5_weight,
-                                  nullptr,    &f6_weight, nullptr, &prototypes};
-  const int64_t bias_len[14] = {0, 0, kC1, 0, kS2, 0, kC3, 0, kS4, 0, kC5, 0, kF6, 0};
-  std::vector<at::Tensor> out(14);
-  out[0] = gx;
-  for (int i = 1; i < 14; ++i) {
-    if (!mask[i]) {
-      out[i] = at::empty({0}, opts);
-      continue;
-    }
-    const int64_t len = shapes[i] ? shapes[i]->numel() : bias_len[i];
-    at::Tensor v = all.narrow(0, grad_off(i), len).clone();
-    out[i] = shapes[i] ? v.view(shapes[i]->sizes()) : v;
-  }
-  return out;
+  int64_t off[14];
+  for (int i = 0; i < 14; ++i) off[i] = grad_off(i);
+  return split_grads(gx, all, off, mask, f6_weight, k);
 }
 
 }  // namespace

@@ -1,11 +1,11 @@
 // lenet5: schema and the argument checks every backend shares.
-// Kernels: cpu/lenet5_cpu.cpp (no CUDA kernel yet: LeNet5(impl="fused") runs
-// the per-layer ops there). Autograd: autograd/lenet5.h. Python entry
+// Kernels: cpu/lenet5_cpu.cpp, cuda/lenet5_cuda.cu. Autograd: autograd/lenet5.h. Python entry
 // and fake kernels: lenetalex/ops/lenet5.py.
 #include "ops/lenet5.h"
 
 #include <initializer_list>
 
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
@@ -125,6 +125,24 @@ TORCH_LIBRARY_FRAGMENT(LENETALEX_NS, m) {
       "Tensor c1_weight, Tensor s2_weight, Tensor c3_weight, Tensor s4_weight, "
       "Tensor c5_weight, Tensor f6_weight, Tensor prototypes, Tensor c3_table, "
       "bool[14] output_mask) -> Tensor[]");
+}
+
+std::vector<at::Tensor> split_grads(at::Tensor grad_input, const at::Tensor& all,
+                                    const int64_t off[14], const std::array<bool, 14>& mask,
+                                    const at::Tensor& f6_weight, int64_t k) {
+  // The parameters' shapes (check_forward holds every parameter to them).
+  const std::vector<int64_t> shapes[14] = {
+      {},         {kC1, 1, kK, kK},   {kC1}, {kS2}, {kS2}, {kC3, kS2, kK, kK}, {kC3},
+      {kS4},      {kS4},              {kC5, kS4, kK, kK},  {kC5}, f6_weight.sizes().vec(),
+      {kF6},      {k, kF6}};
+  std::vector<at::Tensor> out(14);
+  out[0] = std::move(grad_input);
+  for (int i = 1; i < 14; ++i) {
+    const int64_t len = i < 13 ? kGradNumel[i] : k * kF6;
+    out[i] = mask[i] ? all.narrow(0, off[i], len).clone().view(shapes[i])
+                     : at::empty({0}, all.options());
+  }
+  return out;
 }
 
 }  // namespace lenet5

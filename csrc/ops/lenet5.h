@@ -4,7 +4,9 @@
 // backend; the schema lives in lenet5.cpp.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -39,6 +41,22 @@ constexpr int64_t kSaved = kOffF6 + kF6;              // 8084 values per image
 constexpr int64_t kBlock = 8;
 
 inline int64_t saved_numel(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock * kSaved; }
+
+// The backward's outputs after grad_input, in order: c1_weight, c1_bias,
+// s2_weight, s2_bias, c3_weight, c3_bias, s4_weight, s4_bias, c5_weight,
+// c5_bias, f6_weight, f6_bias, prototypes. Values in each (entry 0, the input,
+// is not a parameter; the prototypes, last, have K * kF6, which depends on the call).
+constexpr int64_t kGradNumel[13] = {0,   kC1 * kK * kK, kC1, kS2, kS2, kC3 * kS2 * kK * kK, kC3,
+                                    kS4, kS4,           kC5 * kS4 * kK * kK, kC5, kF6 * kC5, kF6};
+
+// The backward's 14 outputs from what a kernel wrote: grad_input as given,
+// then each parameter grad that `mask` asks for copied out of the flat buffer
+// `all` (grad i at off[i], each kernel lays it out its own way) into its own
+// tensor of its parameter's shape (a custom op's outputs must not alias); an
+// empty tensor for the others. f6_weight: its shape is (84, 120) or (84, 120, 1, 1).
+std::vector<at::Tensor> split_grads(at::Tensor grad_input, const at::Tensor& all,
+                                    const int64_t off[14], const std::array<bool, 14>& mask,
+                                    const at::Tensor& f6_weight, int64_t k);
 
 // Checks every argument of the forward (ranks, shapes, dtypes - the backend's
 // policy -, devices, the C3 table) and returns the number of prototypes K. Raises naming the argument.
