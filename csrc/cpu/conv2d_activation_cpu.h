@@ -39,6 +39,7 @@
 #include "ops/conv2d_activation.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
 // Output positions [lo, hi) whose input position o*s - p + k lies inside [0, size).
@@ -233,4 +234,5 @@ inline bool try_backward_direct(const Conv2dShape&, const ConvArgs<double>&, Act
 }
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -26,6 +26,7 @@
 #include "cpu/conv2d_activation_cpu.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
 template <typename T>
@@ -349,4 +350,5 @@ template void backward_gemm<float>(const Conv2dShape&, const ConvArgs<float>&, A
 template void backward_gemm<double>(const Conv2dShape&, const ConvArgs<double>&, Activation);
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex
