@@ -1,6 +1,9 @@
 # Quickstart targets (see README):
 #   make run    set up .venv, build, then `lenetalex check` and `lenetalex bench`
 #   make test   set up .venv, build, then the full test suite
+#   make test-emu       the CUDA kernels on the CPU: build the CUDA emulator
+#                       module lenetalex._emu, run the CUDA tests and its own
+#   make test-emu-asan  the same under AddressSanitizer (out-of-bounds accesses)
 # A second run reuses the virtual environment and the build.
 
 SHELL := /bin/bash
@@ -22,7 +25,7 @@ endif
 
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
 
-.PHONY: run test test-cpu build clean gpu-check
+.PHONY: run test test-cpu test-emu test-emu-asan build clean gpu-check
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +52,25 @@ run: build
 
 test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The CUDA emulator (csrc/cuda_emu): csrc/cuda compiled by the host compiler
+# into lenetalex._emu; the `cuda` tests run on it when there is no GPU, each
+# call under three schedules. Its build folder is its own; ninja reuses it.
+EMU_TESTS := -m "cuda or emulator"
+test-emu: build
+	LENETALEX_EMU=1 $(PY) setup.py build_ext --inplace --build-temp build/emu
+	$(PY) -m pytest -q $(EMU_TESTS) $(PYTEST_ARGS)
+
+# Under AddressSanitizer: built beside the tree (build/emu-asan-lib), never in
+# place, since an ASan module only loads into a python that preloads the ASan
+# runtime (and libstdc++, so its allocations are intercepted); LENETALEX_EMU_LIB
+# points lenetalex.emu at it. -s: ASan's reports go to the terminal.
+EMU_ASAN_LIB := build/emu-asan-lib
+test-emu-asan: build
+	LENETALEX_EMU_ASAN=1 $(PY) setup.py build_ext --build-lib $(EMU_ASAN_LIB) --build-temp build/emu-asan
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+	  ASAN_OPTIONS=detect_leaks=0 LENETALEX_EMU_LIB=$(EMU_ASAN_LIB)/lenetalex \
+	  $(PY) -m pytest -q -s $(EMU_TESTS) $(PYTEST_ARGS)
 
 # The CPU-only build: torch's CPU wheel, LENETALEX_CUDA=0, in a copy of the
 # tree so its binary never mixes with the CUDA one.

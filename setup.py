@@ -13,6 +13,10 @@ Overrides (environment):
   LENETALEX_NO_EXTENSION=1  install the Python package only, for an editable
                       install over an extension already built with
                       `setup.py build_ext --inplace` (the Makefile does this)
+  LENETALEX_EMU=1     build lenetalex._emu instead: the CUDA kernels compiled by
+                      the host compiler into the CUDA emulator (csrc/cuda_emu),
+                      as CPU kernels of torch.ops.lenetalex_emu.*; needs no CUDA
+  LENETALEX_EMU_ASAN=1  the same under AddressSanitizer (make test-emu-asan)
 
 Compiling CUDA needs nvcc, not a GPU.
 """
@@ -89,6 +93,7 @@ def _extension():
     use_cuda, why = _want_cuda()
     sources = sorted(glob.glob(os.path.join(HERE, "csrc", "*.cpp")))
     sources += sorted(glob.glob(os.path.join(HERE, "csrc", "ops", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(HERE, "csrc", "autograd", "*.cpp")))
     sources = [os.path.relpath(s, HERE) for s in sources]
 
     cxx = ["-O3", "-fopenmp", "-DLENETALEX_OPENMP=1"]
@@ -129,6 +134,44 @@ def _extension():
     return ext
 
 
+def _emu_extension():
+    """lenetalex._emu: csrc/cuda/*.cu compiled as C++ (each through a one-line
+    wrapper that includes it, so the sources stay as they are) with the
+    emulator runtime and the schemas of csrc/ops, in namespace lenetalex_emu."""
+    asan = os.environ.get("LENETALEX_EMU_ASAN") == "1"
+    wrap_dir = os.path.join("build", "emu-asan-src" if asan else "emu-src")
+    os.makedirs(wrap_dir, exist_ok=True)
+    sources = []
+    for cu in sorted(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu"))):
+        name = os.path.splitext(os.path.basename(cu))[0]
+        wrapper = os.path.join(wrap_dir, name + ".cpp")
+        text = f'#include "cuda/{name}.cu"\n'
+        if not os.path.exists(wrapper) or open(wrapper).read() != text:
+            with open(wrapper, "w") as f:
+                f.write(text)
+        sources.append(wrapper)
+    for folder in ("cuda_emu", "ops"):
+        sources += [os.path.relpath(s, HERE) for s in sorted(glob.glob(os.path.join(HERE, "csrc", folder, "*.cpp")))]
+    # Hidden symbols: the emulated kernels share names (and inline functions,
+    # whose device branch differs) with lenetalex._C in the same process.
+    cxx = ["-O2", "-g0", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wno-unknown-pragmas"]
+    link = []
+    if asan:
+        cxx = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-fvisibility=hidden",
+               "-Wno-unknown-pragmas"]
+        link = ["-fsanitize=address"]
+    _say(f"building the CUDA emulator module lenetalex._emu{' under AddressSanitizer' if asan else ''}"
+         f" ({len(sources)} source files, torch {torch.__version__})")
+    return cpp_extension.CppExtension(
+        name="lenetalex._emu",
+        sources=sources,
+        include_dirs=[os.path.join(HERE, "csrc")],
+        define_macros=[("LENETALEX_CUDA_EMU", "1")],
+        extra_compile_args={"cxx": cxx},
+        extra_link_args=link,
+    )
+
+
 def _write_build_config(use_cuda):
     """Record what the binary is built against, so that a failed load of _C can
     say so (the binary itself can't be asked then)."""
@@ -151,13 +194,20 @@ CPU_VARIANTS = [
     ("avx512", ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"]),
 ]
 
-# Neither changes a result (no reassociation, no approximations; the kernels
-# never read errno or FP exception flags). -fno-trapping-math lets gcc
+# The first two change no result (no reassociation, no approximations; the
+# kernels never read errno or FP exception flags). -fno-trapping-math lets gcc
 # vectorize loops with selects (tanh_vec's, LRN's s^-0.75) without AVX-512's
-# masks: with the default, the AVX2 and SSE builds left the activation
-# epilogues and LRN's rows scalar ("control flow in loop"). -fno-math-errno
+# masks: with the default, gcc 12 if-converts no select while a division might
+# trap ("control flow in loop" in -fopt-info-vec), so the AVX2 and SSE builds
+# left the activation epilogues and LRN's rows scalar, and lenet5_cpu.cpp's
+# squash loop (tanh over 8-image vectors; 72% of its forward's perf samples
+# when scalar) stays scalar in every variant (-fopt-info-vec, avx2 variant: the
+# loop at its squash_values vectorizes with the flag, not without). -fno-math-errno
 # lets std::sqrt vectorize.
-CPU_VARIANT_COMMON = ["-fno-trapping-math", "-fno-math-errno"]
+# -Wno-unknown-pragmas: ATen's vector headers (at::vec) carry "#pragma unroll"
+# for other compilers, and gcc 12 cannot silence that around an #include
+# (the diagnostic pragma is ignored for preprocessor warnings).
+CPU_VARIANT_COMMON = ["-fno-trapping-math", "-fno-math-errno", "-Wno-unknown-pragmas"]
 
 
 def _cpu_variants():
@@ -219,7 +269,9 @@ class BuildExtension(cpp_extension.BuildExtension):
         super().build_extension(ext)
 
 
-if os.environ.get("LENETALEX_NO_EXTENSION") == "1":
+if os.environ.get("LENETALEX_EMU") == "1" or os.environ.get("LENETALEX_EMU_ASAN") == "1":
+    EXT_MODULES = [_emu_extension()]
+elif os.environ.get("LENETALEX_NO_EXTENSION") == "1":
     _say("LENETALEX_NO_EXTENSION=1: Python package only (extension built in place)")
     EXT_MODULES = []
 else:

@@ -22,6 +22,8 @@ enum class Op : int {
   local_response_norm_backward,
   rbf_distance,
   rbf_distance_backward,
+  lenet5,
+  lenet5_backward,
   peak_fma_flops,  // double (*)(int64_t iters): cpu/peak_fma.cpp
   count
 };

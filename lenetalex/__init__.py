@@ -14,6 +14,7 @@ _C = load_library()  # registers torch.ops.lenetalex.* before the Python side be
 from .ops import (  # noqa: E402
     avg_subsample,
     conv2d_activation,
+    lenet5,
     lenet_map_loss,
     local_response_norm,
     rbf_distance,
@@ -27,6 +28,7 @@ __all__ = [
     "build_info",
     "conv2d_activation",
     "cpu_isas",
+    "lenet5",
     "lenet_map_loss",
     "local_response_norm",
     "models",

@@ -5,6 +5,7 @@ Each op module in lenetalex.ops provides `check_cases(device, dtype)`, yielding
 (case name, fused callable, reference callable, inputs); this file runs them
 and compares. An op joins the check by being listed in OP_MODULES.
 """
+import contextlib
 import importlib
 
 import torch
@@ -14,6 +15,7 @@ OP_MODULES = [
     "lenetalex.ops.avg_subsample",
     "lenetalex.ops.local_response_norm",
     "lenetalex.ops.rbf_distance",
+    "lenetalex.ops.lenet5",
 ]
 
 # Error measured as max|fused - ref| / max(max|ref|, 1), per dtype.
@@ -25,11 +27,42 @@ TOLERANCE = {
 }
 
 
-def devices_and_dtypes():
-    out = [("cpu", torch.float32), ("cpu", torch.float64)]
-    if torch.cuda.is_available():
-        out += [("cuda", d) for d in (torch.float32, torch.float16, torch.bfloat16)]
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def devices_and_dtypes(device=None):
+    """(device, dtype) pairs to check: every available device, or `device`.
+    "emu" is the CUDA emulator: CUDA dtypes on CPU tensors (see _runner)."""
+    if device == "emu":
+        return [("emu", d) for d in CUDA_DTYPES + (torch.float64,)]
+    out = []
+    if device in (None, "cpu"):
+        out += [("cpu", torch.float32), ("cpu", torch.float64)]
+    if device == "cuda" or (device is None and torch.cuda.is_available()):
+        out += [("cuda", d) for d in CUDA_DTYPES]
     return out
+
+
+def _in_float64(ref, dtype):
+    """The reference computed in float64, its output rounded to `dtype`: on
+    the CPU, torch lacks some half-type kernels (avg_pool3d, cdist) that the
+    references use, which the emulated CUDA ops' CPU tensors would need."""
+
+    def run(*args):
+        wide = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+        return ref(*wide).to(dtype)
+
+    return run
+
+
+def _runner(device):
+    """What runs the ops: on "emu", the CUDA kernels in the emulator, on CPU
+    tensors (lenetalex.emu.routed)."""
+    if device == "emu":
+        from . import emu
+
+        return emu.routed()
+    return contextlib.nullcontext()
 
 
 def max_error(fused, ref):
@@ -64,26 +97,31 @@ def run_case(fused, ref, inputs):
     return fwd, bwd
 
 
-def run(verbose=True, op_filter=None):
-    """Runs every case; prints a table; returns the number of failures."""
+def run(verbose=True, op_filter=None, device=None):
+    """Runs every case (on `device`, default every available one); prints a
+    table; returns the number of failures."""
     rows, failures = [], 0
     for modname in OP_MODULES:
         mod = importlib.import_module(modname)
         op = modname.rsplit(".", 1)[1]
         if op_filter and op not in op_filter:
             continue
-        for device, dtype in devices_and_dtypes():
+        for dev, dtype in devices_and_dtypes(device):
             tol = TOLERANCE[dtype] * getattr(mod, "CHECK_TOLERANCE_FACTOR", 1.0)
-            for name, fused, ref, inputs in mod.check_cases(device, dtype):
+            tensors_on = "cpu" if dev == "emu" else dev
+            for name, fused, ref, inputs in mod.check_cases(tensors_on, dtype):
+                if dev == "emu":
+                    ref = _in_float64(ref, dtype)
                 try:
-                    fwd, bwd = run_case(fused, ref, inputs)
+                    with _runner(dev):
+                        fwd, bwd = run_case(fused, ref, inputs)
                     ok = fwd <= tol and bwd <= tol
                     err = ""
                 except Exception as exc:  # a crash is a failure, reported, not fatal
                     fwd = bwd = float("nan")
                     ok, err = False, f"{type(exc).__name__}: {exc}".splitlines()[0][:80]
                 failures += not ok
-                rows.append((op, name, device, str(dtype).replace("torch.", ""), fwd, bwd, tol, ok, err))
+                rows.append((op, name, dev, str(dtype).replace("torch.", ""), fwd, bwd, tol, ok, err))
     if verbose:
         header = f"{'op':<22} {'case':<28} {'device':<6} {'dtype':<9} {'fwd err':>9} {'bwd err':>9} {'tol':>8}  result"
         print(header)

@@ -1,5 +1,6 @@
 """The `lenetalex` command (also `python -m lenetalex`): info, check, bench, train."""
 import argparse
+import importlib
 import os
 import platform
 import sys
@@ -33,7 +34,7 @@ def cmd_info(args):
 def cmd_check(args):
     from . import check
 
-    failures = check.run(op_filter=args.ops.split(",") if args.ops else None)
+    failures = check.run(op_filter=args.ops.split(",") if args.ops else None, device=args.device)
     return 1 if failures else 0
 
 
@@ -43,14 +44,33 @@ def build_parser():
     sub.add_parser("info", help="build info, devices, threads").set_defaults(func=cmd_info)
     c = sub.add_parser("check", help="every op against its reference; non-zero exit on mismatch")
     c.add_argument("--ops", help="comma-separated op names (default: all)")
+    c.add_argument("--device", choices=["cpu", "cuda", "emu"],
+                   help="check one device (default: cpu, and cuda if there is a GPU); emu: the "
+                        "CUDA kernels in the CUDA emulator (make test-emu builds it)")
     c.set_defaults(func=cmd_check)
     for extra in ("bench", "train"):
         try:
-            mod = __import__(f"lenetalex.{extra}", fromlist=["add_parser"])
-        except ImportError:
+            mod = importlib.import_module(f"lenetalex.{extra}")
+        except ImportError as exc:
+            if exc.name == f"lenetalex.{extra}":  # not in this installation: no such subcommand
+                continue
+            # The module is there but broken: its subcommand reports why
+            # (argparse would only say "invalid choice").
+            _add_broken(sub, extra, exc)
             continue
         mod.add_parser(sub)
     return p
+
+
+def _add_broken(sub, name, exc):
+    def fail(args):
+        print(f"lenetalex {name}: cannot run, importing lenetalex.{name} failed: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+    c = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=False)
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.set_defaults(func=fail)
 
 
 def main(argv=None):

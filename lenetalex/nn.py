@@ -28,6 +28,23 @@ def _function(impl, name):
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
+class _OpModule(nn.Module):
+    """A module over one function of lenetalex or lenetalex.reference, named
+    OP. Setting impl looks the function up once: a lookup per forward costs
+    about a microsecond, and LeNet-5's layers are small."""
+
+    OP = None
+
+    @property
+    def impl(self):
+        return self._impl
+
+    @impl.setter
+    def impl(self, impl):
+        self._fn = _function(impl, self.OP)
+        self._impl = impl
+
+
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
@@ -39,7 +56,7 @@ def lecun_uniform_(tensor, fan_in):
         return tensor.uniform_(-bound, bound)
 
 
-class Conv2dActivation(nn.Module):
+class Conv2dActivation(_OpModule):
     """Conv2d followed by an activation, fused.
 
     connection_table: optional bool tensor (out_channels, in_channels // groups);
@@ -48,6 +65,8 @@ class Conv2dActivation(nn.Module):
     +-2.4/fan_in, fan_in counting only connected inputs (the bias is not counted);
     init="default" is torch.nn.Conv2d's.
     """
+
+    OP = "conv2d_activation"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
                  bias=True, activation="scaled_tanh", connection_table=None, init="default",
@@ -59,7 +78,6 @@ class Conv2dActivation(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
         self.groups, self.activation, self.impl = groups, activation, impl
-        _function(impl, "conv2d_activation")  # validates impl
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         if connection_table is not None:
@@ -69,6 +87,11 @@ class Conv2dActivation(nn.Module):
                     f"connection_table must have shape {(out_channels, in_channels // groups)}, "
                     f"got {tuple(table.shape)}")
             self.register_buffer("connection_table", table)
+            # The table as weight's dtype, shaped to multiply it: a buffer, so
+            # it follows .to(dtype/device), non-persistent, so the state_dict
+            # holds the table alone. One multiply per forward instead of four ops.
+            self.register_buffer("connection_mask", table[:, :, None, None].to(self.weight.dtype),
+                                 persistent=False)
         else:
             self.connection_table = None
         self.reset_parameters(init)
@@ -99,12 +122,11 @@ class Conv2dActivation(nn.Module):
     def effective_weight(self):
         if self.connection_table is None:
             return self.weight
-        return self.weight * self.connection_table[:, :, None, None].to(self.weight.dtype)
+        return self.weight * self.connection_mask
 
     def forward(self, x):
-        return _function(self.impl, "conv2d_activation")(
-            x, self.effective_weight(), self.bias, self.stride, self.padding, self.groups,
-            self.activation)
+        return self._fn(x, self.effective_weight(), self.bias, self.stride, self.padding,
+                        groups=self.groups, activation=self.activation)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -127,8 +149,9 @@ def num_trainable_parameters(module):
     return total
 
 
-class AvgSubsample(nn.Module):
-    """LeNet-5's trainable subsampling: act(weight[c] * mean of each window + bias[c]).
+class AvgSubsample(_OpModule):
+    """LeNet-5's trainable subsampling: act(weight[c] * mean of each window + bias[c]);
+    bias=False leaves the shift out.
 
     init="default" starts at weight 1, bias 0 (plain average pooling).
     init="lecun" follows LeCun 1998, whose unit is coefficient * SUM of the
@@ -137,70 +160,79 @@ class AvgSubsample(nn.Module):
     drawn in +-2.4/F.
     """
 
+    OP = "avg_subsample"
+
     def __init__(self, channels, kernel_size=2, stride=None, activation="scaled_tanh",
-                 init="default", impl="fused"):
+                 init="default", impl="fused", bias=True):
         super().__init__()
         self.channels, self.kernel_size, self.stride = channels, kernel_size, stride
         self.activation, self.impl = activation, impl
-        _function(impl, "avg_subsample")
         self.weight = nn.Parameter(torch.empty(channels))
-        self.bias = nn.Parameter(torch.empty(channels))
+        self.bias = nn.Parameter(torch.empty(channels)) if bias else None
         self.reset_parameters(init)
 
     def reset_parameters(self, init="default"):
         if init == "lecun":
             lecun_uniform_(self.weight, 1)  # 2.4/F on the sum = 2.4 on the mean
             kh, kw = _pair(self.kernel_size)
-            lecun_uniform_(self.bias, kh * kw)
+            if self.bias is not None:
+                lecun_uniform_(self.bias, kh * kw)
         elif init == "default":
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
         else:
             raise ValueError(f"init must be 'lecun' or 'default', got {init!r}")
 
     def forward(self, x):
-        return _function(self.impl, "avg_subsample")(
-            x, self.weight, self.bias, self.kernel_size, self.stride, self.activation)
+        return self._fn(x, self.weight, self.bias, self.kernel_size, self.stride, self.activation)
 
     def extra_repr(self):
         return (f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"activation={self.activation!r}, impl={self.impl!r}")
 
 
-class LocalResponseNorm(nn.Module):
+class LocalResponseNorm(_OpModule):
     """torch.nn.LocalResponseNorm's numbers (alpha divided by size); for the
     AlexNet paper's formula (alpha not divided by n) pass alpha = paper_alpha * size."""
+
+    OP = "local_response_norm"
 
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0, impl="fused"):
         super().__init__()
         self.size, self.alpha, self.beta, self.k, self.impl = size, alpha, beta, k, impl
-        _function(impl, "local_response_norm")
 
     def forward(self, x):
-        return _function(self.impl, "local_response_norm")(x, self.size, self.alpha, self.beta, self.k)
+        return self._fn(x, self.size, self.alpha, self.beta, self.k)
 
     def extra_repr(self):
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, impl={self.impl!r}"
 
 
-class RBFOutput(nn.Module):
+class RBFOutput(_OpModule):
     """Euclidean RBF units: squared distance of each input row to each prototype.
-    The prototypes (K, D) are a buffer unless trainable=True."""
+    The prototypes (K, D) are a buffer unless trainable=True. A floating-point
+    tensor keeps its dtype and device (as nn.Linear's weights would, once
+    moved); anything else (lists, integer tensors) becomes the default dtype."""
+
+    OP = "rbf_distance"
 
     def __init__(self, prototypes, trainable=False, impl="fused"):
         super().__init__()
-        prototypes = torch.as_tensor(prototypes, dtype=torch.get_default_dtype()).clone()
+        if isinstance(prototypes, torch.Tensor) and prototypes.is_floating_point():
+            prototypes = prototypes.detach().clone()
+        else:
+            prototypes = torch.as_tensor(prototypes, dtype=torch.get_default_dtype()).clone()
         if prototypes.dim() != 2:
             raise ValueError(f"prototypes must be 2-D (K, D), got shape {tuple(prototypes.shape)}")
         self.impl = impl
-        _function(impl, "rbf_distance")
         if trainable:
             self.prototypes = nn.Parameter(prototypes)
         else:
             self.register_buffer("prototypes", prototypes)
 
     def forward(self, x):
-        return _function(self.impl, "rbf_distance")(x, self.prototypes)
+        return self._fn(x, self.prototypes)
 
     def extra_repr(self):
         k, d = self.prototypes.shape

@@ -22,7 +22,7 @@ def activation(x, name):
 
 
 def conv2d_activation(
-    input, weight, bias=None, stride=1, padding=0, groups=1, activation="scaled_tanh"
+    input, weight, bias=None, stride=1, padding=0, *, groups=1, activation="scaled_tanh"
 ):
     """act(conv2d(input, weight, bias))."""
     return globals()["activation"](
@@ -30,12 +30,14 @@ def conv2d_activation(
     )
 
 
-def avg_subsample(input, weight, bias, kernel_size=2, stride=None, activation="scaled_tanh"):
+def avg_subsample(input, weight, bias=None, kernel_size=2, stride=None, activation="scaled_tanh"):
     """act(weight[c] * mean over each kernel_size x kernel_size window + bias[c]);
-    no padding, floor mode, stride defaults to kernel_size."""
+    no padding, floor mode, stride defaults to kernel_size; bias may be None."""
     pooled = F.avg_pool2d(input, kernel_size, stride if stride is not None else kernel_size)
     c = input.shape[1]
-    pre = pooled * weight.view(1, c, 1, 1) + bias.view(1, c, 1, 1)
+    pre = pooled * weight.view(1, c, 1, 1)
+    if bias is not None:
+        pre = pre + bias.view(1, c, 1, 1)
     return globals()["activation"](pre, activation)
 
 

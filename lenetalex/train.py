@@ -26,11 +26,16 @@ paper did this on a validation set). On the CPU only a smoke run with
 
 Each epoch ends with the test loss, accuracy and error and the training
 images per second; --json writes them per epoch. --checkpoint writes a
-checkpoint after every epoch (to a temporary file, then os.replace), and
---resume continues from it: the data order is a function of (seed, epoch), as
-with DistributedSampler, and the RNG states are saved, so a resumed run ends
-with the same parameters as an uninterrupted one (on the CPU, in
-deterministic mode).
+checkpoint after every epoch (to a temporary file, fsynced, then os.replace),
+and --resume continues from it: the data order is a function of (seed, epoch),
+as with DistributedSampler, and the RNG states are saved, so a resumed run
+ends with the same parameters as an uninterrupted one (on the CPU, in
+deterministic mode). --resume loads the file with torch.load(weights_only=True),
+so a file that would run code when unpickled is refused; one that is
+truncated, corrupt (zip CRCs), not ours, of another format version, another
+model or other shapes stops the run with an error naming the file and the
+problem, before anything is trained or written. A missing file starts the run
+from scratch.
 
 Under torchrun (WORLD_SIZE > 1) the run uses DistributedDataParallel (gloo on
 the CPU, nccl on CUDA); every rank trains on its DistributedSampler shard with
@@ -42,8 +47,10 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
+import zipfile
 
 import torch
 import torch.distributed as dist
@@ -92,6 +99,8 @@ def add_arguments(p):
                    "alexnet --variant torchvision)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--impl", choices=("fused", "reference"), default="fused")
+    p.add_argument("--layers", action="store_true", help="lenet5 --impl fused: run layer by "
+                   "layer (the per-layer fused ops), not as the whole-network op lenetalex.lenet5")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="float16/bfloat16 on CUDA only")
     p.add_argument("--compile", action="store_true", help="train through torch.compile(model)")
@@ -208,7 +217,8 @@ def build(args, device, dtype):
     num_classes = max(10, int(max(train[1].max(), test[1].max())) + 1)
     if args.model == "lenet5":
         model = LeNet5(num_classes=num_classes, head=args.head, impl=args.impl,
-                       init="default" if args.init == "default" else "lecun")
+                       init="default" if args.init == "default" else "lecun",
+                       fused_net=not getattr(args, "layers", False))
         train = (D.lenet_transform(train[0], dtype=dtype), train[1])
         test = (D.lenet_transform(test[0], dtype=dtype), test[1])
         transform = None
@@ -270,23 +280,155 @@ class _PlainProgress:
 
 
 def _write_atomic(path, write):
+    """Calls write(f) on a binary file beside path, then renames it onto path:
+    a crash or error mid-write leaves the previous file whole. The data are
+    fsynced before the rename, so after a power loss the name holds the old
+    or the new contents, not a truncated file. A failed write's temporary file
+    is removed."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt too: no stray temporary either way
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def save_checkpoint(path, state):
-    _write_atomic(path, lambda tmp: torch.save(state, tmp))
+    _write_atomic(path, lambda f: torch.save(state, f))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+# What a checkpoint says it is. Bump the version when its contents change, and
+# say in load_checkpoint what an older one lacks.
+CHECKPOINT_FORMAT = "lenetalex.train"
+CHECKPOINT_VERSION = 1
+_CHECKPOINT_KEYS = ("model_name", "epoch", "model", "optimizer", "rng", "history", "args")
+# The options that fix the parameters' names and shapes (with the data's
+# number of classes, which load_state_dict checks).
+_ARCHITECTURE_OPTIONS = ("head", "variant")
+
+
+class CheckpointError(ValueError):
+    """A --resume checkpoint that cannot be used; the message names the file."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"checkpoint {os.fspath(path)}: {problem}")
+
+
+def checkpoint_state(args, epoch, net, optimizer, history):
+    """What --checkpoint saves after `epoch` epochs: tensors, dicts, lists,
+    numbers and strings only, all that torch.load(weights_only=True) reads.
+    (Training draws no Python or NumPy random numbers: only torch's state is
+    kept.)"""
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "model_name": args.model, "epoch": epoch, "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(), "rng": _rng_state(), "history": history,
+            "args": _config(args)}
+
+
+def load_checkpoint(path):
+    """The checkpoint dict at path, or a CheckpointError saying what is wrong.
+    weights_only=True: a pickle that names any function or class (a way to
+    run code when loading) is refused before anything in it runs."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise CheckpointError(path, f"cannot be read ({e.strerror or e})") from e
+    except Exception as e:  # torch.load fails on bad bytes with many exception types
+        raise CheckpointError(path, _load_failure(path, e)) from e
+    _check_format(path, ckpt)
+    _check_crc(path)
+    return ckpt
+
+
+def _check_crc(path):
+    """torch.save stores a CRC-32 for every record of its zip archive, but
+    torch.load does not check them: a damaged byte in a tensor would load as
+    a wrong number. zipfile's testzip checks them all."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format: nothing to check against
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as e:  # BadZipFile, zlib.error, OSError: a damaged archive
+        raise CheckpointError(path, f"corrupt ({type(e).__name__}: {e})") from e
+    if bad is not None:
+        raise CheckpointError(path, f"corrupt: record {bad} fails its CRC-32 check")
+
+
+def _load_failure(path, error):
+    """Why torch.load(weights_only=True) failed, in a phrase."""
+    text = str(error)
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return (f"refused: unpickling it would call or build {unsafe.group(1)}, which can run "
+                "code; lenetalex train checkpoints hold only tensors, numbers, strings, lists "
+                "and dicts")
+    if os.path.getsize(path) == 0:
+        return "the file is empty"
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    first = unpickler.group(1) if unpickler else text.split(". ")[0].strip()
+    detail = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return f"not a readable PyTorch file (truncated, corrupt or another format; {detail})"
+
+
+def _check_format(path, ckpt):
+    """Raises CheckpointError unless ckpt is one of ours, of this version."""
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(path, f"not a lenetalex train checkpoint (it holds a "
+                              f"{type(ckpt).__name__}, not a dict)")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(path, f"not a lenetalex train checkpoint (no format "
+                              f"{CHECKPOINT_FORMAT!r}; lenetalex before format version 1 wrote none)")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(path, f"format version {ckpt.get('version')!r}; this lenetalex reads "
+                              f"version {CHECKPOINT_VERSION} (a newer lenetalex wrote it?)")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(path, f"incomplete: no {', '.join(missing)}")
+    epoch, history = ckpt["epoch"], ckpt["history"]
+    if not (isinstance(epoch, int) and isinstance(history, list) and len(history) == epoch >= 0):
+        raise CheckpointError(path, f"inconsistent: epoch {epoch!r} with "
+                              f"{len(history) if isinstance(history, list) else history!r} history entries")
+
+
+def restore_checkpoint(path, ckpt, args, net, optimizer):
+    """Puts a load_checkpoint dict into net, optimizer and torch's RNG;
+    returns (epochs done, history). A CheckpointError if it does not fit."""
+    if ckpt["model_name"] != args.model:
+        raise CheckpointError(path, f"holds model {ckpt['model_name']!r}; this run trains {args.model!r}")
+    saved = ckpt["args"] if isinstance(ckpt["args"], dict) else {}
+    for key in _ARCHITECTURE_OPTIONS:
+        if key in saved and saved[key] != getattr(args, key):
+            raise CheckpointError(path, f"written with --{key} {saved[key]}, this run has "
+                                  f"--{key} {getattr(args, key)}")
+    _restore(path, "parameters", lambda: net.load_state_dict(ckpt["model"]), args.model)
+    _restore(path, "optimizer state", lambda: optimizer.load_state_dict(ckpt["optimizer"]), args.model)
+    _restore(path, "RNG state", lambda: _set_rng_state(ckpt["rng"]), args.model)
+    return ckpt["epoch"], ckpt["history"]
+
+
+def _restore(path, what, load, model):
+    try:
+        load()
+    except Exception as e:  # whatever the mismatch, the run must not start
+        lines = [line.strip(" .\t") for line in str(e).splitlines() if line.strip()]
+        if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+            lines = lines[1:]  # load_state_dict's heading names the class, not the problem
+        raise CheckpointError(path, f"cannot load its {what} into this {model} ({'; '.join(lines)})") from e
 
 
 def _write_json(path, payload):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-    _write_atomic(path, write)
+    _write_atomic(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
 
 
 def _config(args):
@@ -368,13 +510,8 @@ def _train(args, ctx):
     start, history = 0, []
     if args.resume:
         if os.path.exists(args.checkpoint):
-            ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-            if ckpt["model_name"] != args.model:
-                raise ValueError(f"{args.checkpoint} holds a {ckpt['model_name']}, not a {args.model}")
-            net.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            _set_rng_state(ckpt["rng"])
-            start, history = ckpt["epoch"], ckpt["history"]
+            ckpt = load_checkpoint(args.checkpoint)
+            start, history = restore_checkpoint(args.checkpoint, ckpt, args, net, optimizer)
             say(f"resumed from {args.checkpoint} after epoch {start}")
         else:
             say(f"no checkpoint at {args.checkpoint}: starting from scratch")
@@ -455,11 +592,7 @@ def _train(args, ctx):
             f"error {100 * (1 - te_acc):.2f}%  {record['images_per_second']:.0f} img/s, "
             f"{record['epoch_seconds']:.1f} s", flush=True)
         if ctx.main and args.checkpoint:
-            save_checkpoint(args.checkpoint, {
-                "model_name": args.model, "epoch": epoch + 1, "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(), "rng": _rng_state(), "history": history,
-                "args": _config(args),
-            })
+            save_checkpoint(args.checkpoint, checkpoint_state(args, epoch + 1, net, optimizer, history))
         if ctx.main and args.json:
             _write_json(args.json, {"args": _config(args), "world_size": ctx.world,
                                     "torch": torch.__version__, "epochs": history})

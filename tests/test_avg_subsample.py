@@ -10,7 +10,7 @@ from lenetalex import reference
 from lenetalex.nn import AvgSubsample
 from lenetalex.ops._common import ACTIVATIONS
 
-from conftest import DEVICE_DTYPES, DEVICES, TOL, assert_close
+from conftest import CUDA, DEVICE_DTYPES, DEVICES, TOL, assert_close
 
 # Half types: the backward reads the activation's derivative off a rounded output.
 GRAD_FACTOR = {torch.float64: 1.0, torch.float32: 1.0, torch.float16: 4.0, torch.bfloat16: 4.0}
@@ -273,12 +273,12 @@ def test_float_pairs_raise(arg):
 
 @pytest.mark.cuda
 def test_bad_input_cuda_float8():
-    x, w, b = (t.to(torch.float8_e4m3fn) for t in _inputs((2, 3, 8, 8), "cuda", torch.float32))
+    x, w, b = (t.to(torch.float8_e4m3fn) for t in _inputs((2, 3, 8, 8), CUDA, torch.float32))
     with pytest.raises(TypeError, match=r"on cuda input must be float32, float16, bfloat16 or float64"):
         lenetalex.avg_subsample(x, w, b)
 
 
-@pytest.mark.parametrize("other", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("other", ["cpu", pytest.param(CUDA, marks=pytest.mark.cuda, id="cuda")])
 def test_mixed_devices(other):
     x, w, b = _inputs((2, 3, 8, 8), other, torch.float32)
     meta = [t.to("meta") for t in (x, w, b)]
@@ -291,6 +291,7 @@ def test_mixed_devices(other):
 
 
 @pytest.mark.cuda
+@pytest.mark.gpu
 def test_mixed_cpu_cuda():
     x, w, b = _inputs((2, 3, 8, 8), "cuda", torch.float32)
     with pytest.raises(ValueError, match=r"expected weight to be on the device of input"):
@@ -347,3 +348,39 @@ def test_module_fused_equals_reference(device, dtype, kernel_size, stride, activ
     yr.backward(g)
     for a, e in [(xf.grad, xr.grad), (fused.weight.grad, ref.weight.grad), (fused.bias.grad, ref.bias.grad)]:
         assert_close(a, e, dtype, factor=GRAD_FACTOR[dtype])
+
+
+# -- bias None ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("kernel_size,stride", [(2, None), (3, 2)])
+def test_bias_none(device, dtype, kernel_size, stride):
+    # As conv2d_activation's: no bias is no shift, and no grad is asked for it.
+    x, w, _ = _inputs((2, 3, 9, 8), device, dtype)
+    zero = torch.zeros_like(w)
+    g = torch.randn(lenetalex.avg_subsample(x, w, None, kernel_size, stride).shape, dtype=dtype, device=device)
+    leaves = [t.clone().requires_grad_() for t in (x, w)]
+    y = lenetalex.avg_subsample(*leaves, None, kernel_size, stride, "tanh")
+    grads = torch.autograd.grad(y, leaves, g)
+    ref = _fwd_bwd(lenetalex.avg_subsample, x, w, zero, g, kernel_size, stride, "tanh")
+    torch.testing.assert_close(y, ref[0], rtol=0, atol=0)
+    for a, e in zip(grads, ref[1:3]):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+    assert_close(reference.avg_subsample(x.cpu().double(), w.cpu().double(), None, kernel_size, stride, "tanh"),
+                 y, dtype)
+    torch.testing.assert_close(lenetalex.avg_subsample(x, w, kernel_size=kernel_size, stride=stride, activation="tanh"),
+                               y.detach(), rtol=0, atol=0)  # bias defaults to None
+    torch.library.opcheck(torch.ops.lenetalex.avg_subsample.default,
+                          (x, w.requires_grad_(), None, [kernel_size] * 2, [stride or kernel_size] * 2, "tanh"))
+
+
+def test_bias_none_compiles_and_module():
+    torch._dynamo.reset()
+    x, w, _ = _inputs((2, 3, 8, 8), "cpu", torch.float32)
+    f = torch.compile(lambda x, w: lenetalex.avg_subsample(x, w, None), fullgraph=True)
+    assert_close(f(x, w), lenetalex.avg_subsample(x, w, None), torch.float32)
+    m = AvgSubsample(3, bias=False, init="lecun")
+    assert m.bias is None and [n for n, _ in m.named_parameters()] == ["weight"]
+    twin = AvgSubsample(3, bias=False, impl="reference")
+    twin.load_state_dict(m.state_dict())
+    assert_close(m(x), twin(x), torch.float32)

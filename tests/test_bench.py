@@ -121,7 +121,7 @@ def test_work_counts():
     n = 2 * 96 * 55 * 55
     assert lrn.bytes("fwd", 4) == 2 * n * 4  # read x, write y
     assert lrn.bytes("fwd+bwd", 4) == 5 * n * 4  # + read grad_out and x, write grad_input
-    rbf = cases.op_cases("rbf_distance", "cpu", None)
+    rbf = cases.op_cases("rbf_distance", "cpu", None)[:-1]
     assert [(c.tensors[0].shape, c.out_shape) for c in rbf] == [((4096, 84), (4096, 10)), ((65536, 128), (65536, 1000))]
     assert [t.grad for t in rbf[0].tensors] == [True, False]  # prototypes fixed
 
@@ -146,7 +146,8 @@ def test_not_available_is_reported_not_dropped(monkeypatch):
     dev = _device(rep)
     ops = {r["op"] for r in dev["results"]}
     assert ops == {"avg_subsample", "local_response_norm", "models"}
-    assert len(dev["results"]) == 2 * (3 + 2 + 2)
+    # shapes and the overhead case; 3 model rows: LeNet5, LeNet5-layers, AlexNet
+    assert len(dev["results"]) == 2 * (4 + 3 + 3)
     for r in dev["results"]:
         assert r["status"] == "not available" and r["speedup"] is None
         assert r["fused_s"] is None and "not in this build" in r["note"]
@@ -161,7 +162,7 @@ def test_not_available_is_reported_not_dropped(monkeypatch):
 class _TinyNet(nn.Module):
     """Stands in for lenetalex.models.LeNet5: one conv through the op `impl` names."""
 
-    def __init__(self, impl="fused"):
+    def __init__(self, impl="fused", **kwargs):  # fused_net=False: the LeNet5-layers row
         super().__init__()
         self.fn = lenetalex.conv2d_activation if impl == "fused" else reference.conv2d_activation
         self.weight = nn.Parameter(torch.randn(10, 1, 32, 32) * 0.01)
@@ -187,10 +188,11 @@ def test_models(monkeypatch):
     monkeypatch.setitem(sys.modules, "lenetalex.models", fake)
     rep = bench.run(ops=["models"], **FAST)
     rows = {(r["case"], r["direction"]): r for r in _device(rep)["results"]}
-    assert set(rows) == {(m, d) for m in ("LeNet5", "AlexNet") for d in cases.MODES}
+    assert set(rows) == {(m, d) for m in ("LeNet5", "LeNet5-layers", "AlexNet") for d in cases.MODES}
     for mode in cases.MODES:
         r = rows[("LeNet5", mode)]
         assert r["status"] == "ok" and r["batch"] == 2
+        assert rows[("LeNet5-layers", mode)]["status"] == "ok"
         assert r["speedup"] == pytest.approx(r["reference_s"] / r["fused_s"])
         assert r["fused_images_per_s"] == pytest.approx(2 / r["fused_s"])
         a = rows[("AlexNet", mode)]
@@ -244,6 +246,34 @@ def test_targets_pass_short_and_min():
     assert report.geomean([2.0, 8.0]) == pytest.approx(4.0) and report.geomean([]) is None
     s = report.summarize(results)["local_response_norm"]
     assert s["geomean_speedup_fwd"] == pytest.approx(8.0) and s["min_speedup"] == 3.0
+
+
+def test_overhead_case_per_op():
+    # Every op ends with its call-overhead case: the smallest tensors, whatever --batch says.
+    for op in OPS:
+        for batch in (None, 64):
+            last = cases.op_cases(op, "cpu", batch)[-1]
+            assert last.name == cases.OVERHEAD
+            assert max(t.numel for t in last.tensors) <= 64
+    conv = cases.op_cases("conv2d_activation", "cpu")[-1]
+    assert [t.shape for t in conv.tensors] == [(1, 1, 8, 8), (2, 1, 3, 3), (2,)]
+
+
+def test_overhead_targets_take_every_op_and_only_that_case():
+    def row(op, case, direction, speedup):
+        return {"op": op, "case": case, "direction": direction, "status": "ok", "speedup": speedup}
+
+    results = [row("conv2d_activation", "overhead", "fwd", 1.6), row("rbf_distance", "overhead", "fwd", 1.2),
+               row("rbf_distance", "large", "fwd", 0.5), row("models", "overhead", "fwd", 0.1),
+               row("local_response_norm", "overhead", "fwd+bwd", 2.0),
+               row("local_response_norm", "alexnet_lrn1", "fwd", 20.0)]
+    t = {x["target"]: x for x in report.targets(results, compiled=False)}
+    fwd = t["call overhead: every op >= 1.5x fwd (min)"]
+    assert (fwd["value"], fwd["status"], fwd["detail"]) == (1.2, "short", "at rbf_distance")
+    assert t["call overhead: every op >= 1.5x fwd+bwd (min)"]["status"] == "pass"
+    # The overhead case does not count for the op's own shape targets.
+    assert t["rbf_distance >= 1.5x on every shape (min)"]["value"] == 0.5
+    assert t["local_response_norm >= 8x fwd (min)"]["value"] == 20.0
 
 
 def test_datasheet_names():

@@ -45,7 +45,8 @@ def _make(xs, ws, dtype, seed=0, bias=True):
 
 def _forward_and_grads(fn, x, w, b, conf, grad_out=None):
     leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, w, b)]
-    y = fn(*leaves, *conf)
+    stride, padding, groups, activation = conf
+    y = fn(*leaves, stride, padding, groups=groups, activation=activation)
     if grad_out is None:
         grad_out = torch.randn_like(y)
     y.backward(grad_out)
@@ -147,7 +148,7 @@ def test_gradcheck(activation):
     x, w, b = _make((2, 4, 7, 6), (6, 2, 3, 2), torch.float64, seed=1)
     inputs = [t.requires_grad_() for t in (x, w, b)]
     assert torch.autograd.gradcheck(
-        lambda x, w, b: lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 1), 2, activation), inputs)
+        lambda x, w, b: lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 1), groups=2, activation=activation), inputs)
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
@@ -190,7 +191,7 @@ def test_torch_compile_fullgraph():
     xr = x.clone().requires_grad_()
     compiled(xr).sum().backward()
     xe = x.clone().requires_grad_()
-    reference.conv2d_activation(xe, conv.weight, conv.bias, 1, 1, 1, "scaled_tanh").sum().backward()
+    reference.conv2d_activation(xe, conv.weight, conv.bias, 1, 1, groups=1, activation="scaled_tanh").sum().backward()
     torch.testing.assert_close(xr.grad, xe.grad, rtol=1e-4, atol=1e-5)
 
 
@@ -277,3 +278,13 @@ def test_half_on_cpu_is_a_type_error():
     with pytest.raises(TypeError, match="float32 or float64"):
         lenetalex.conv2d_activation(**_args(input=torch.randn(2, 4, 9, 9).half(),
                                             weight=torch.randn(6, 2, 3, 3).half(), bias=None))
+
+
+def test_groups_and_activation_are_keyword_only():
+    # F.conv2d's sixth positional argument is dilation: a call copied from it
+    # gets a TypeError, not its dilation taken as groups.
+    x, w, b = _make((1, 4, 6, 6), (4, 2, 3, 3), torch.float32)
+    for fn in (lenetalex.conv2d_activation, reference.conv2d_activation):
+        with pytest.raises(TypeError, match="positional argument"):
+            fn(x, w, b, 1, 0, 2)
+        assert fn(x, w, b, 1, 0, groups=2, activation="relu").shape == (1, 4, 4, 4)

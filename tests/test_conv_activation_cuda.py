@@ -1,7 +1,8 @@
 """conv2d_activation on CUDA: forward and backward against the reference in
 float64, for float32/float16/bfloat16 (float64 for gradcheck), through both
 forward kernels (direct and implicit GEMM, forced by LENETALEX_CONV_CUDA_KERNEL).
-Every test here carries the `cuda` marker and skips without a GPU. The CPU
+Every test here carries the `cuda` marker: without a GPU it runs the same
+kernels in the CUDA emulator (conftest.py), or skips if that is not built. The CPU
 tests of the op live in tests/test_conv_activation.py."""
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 import lenetalex
 from lenetalex import reference
 
-from conftest import HAS_CUDA, TOL, assert_close
+from conftest import CUDA, EMULATED, HAS_CUDA, TOL, assert_close
 
 pytestmark = [
     pytest.mark.cuda,
@@ -45,6 +46,10 @@ CASES = [
     ("wide_ragged", (1, 4, 40, 37), (10, 2, 3, 2), (1, 2), (1, 0), 2, "identity"),
 ]
 CASE_IDS = [c[0] for c in CASES]
+# The CUDA emulator runs AlexNet's conv1 backward at 227 x 227 in 50 s per
+# dtype (a GPU in milliseconds): there it takes one 67 x 67 image, with the
+# same filter, stride and channels, so the same kernels and tile edges run.
+EMULATED_SHAPES = {"alexnet_conv1": (1, 3, 67, 67)}
 
 
 @pytest.fixture(params=KERNELS)
@@ -60,14 +65,14 @@ def make(xs, ws, dtype, seed=0, bias=True):
     fan_in = max(ws[1] * ws[2] * ws[3], 1)
     w = torch.randn(*ws, generator=g, dtype=torch.float64) / fan_in**0.5
     b = torch.randn(ws[0], generator=g, dtype=torch.float64) if bias else None
-    cast = lambda t: None if t is None else t.to(device="cuda", dtype=dtype)
+    cast = lambda t: None if t is None else t.to(device=CUDA, dtype=dtype)
     return cast(x), cast(w), cast(b)
 
 
 def ref64(x, w, b, stride, padding, groups, act):
     """The reference in float64 on the same (already rounded) values."""
     d = lambda t: None if t is None else t.double()
-    return reference.conv2d_activation(d(x), d(w), d(b), stride, padding, groups, act)
+    return reference.conv2d_activation(d(x), d(w), d(b), stride, padding, groups=groups, activation=act)
 
 
 def grad_from_output(y, act):
@@ -103,7 +108,7 @@ def backward_oracle(gy, y, x, w, stride, padding, groups, act):
 def test_forward_matches_reference(case, dtype, kernel):
     _, xs, ws, stride, padding, groups, act = case
     x, w, b = make(xs, ws, dtype)
-    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
     assert y.dtype == dtype and y.device == x.device
     assert_close(y, ref64(x, w, b, stride, padding, groups, act), dtype, FACTOR[dtype])
 
@@ -112,14 +117,14 @@ def test_forward_matches_reference(case, dtype, kernel):
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_forward_activations(act, dtype, kernel):
     x, w, b = make((3, 6, 11, 9), (9, 2, 3, 3), dtype)
-    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 2), 3, act)
+    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 2), groups=3, activation=act)
     assert_close(y, ref64(x, w, b, (2, 1), (1, 2), 3, act), dtype, FACTOR[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_forward_without_bias(dtype, kernel):
     x, w, _ = make((2, 6, 14, 14), (16, 6, 5, 5), dtype, bias=False)
-    y = lenetalex.conv2d_activation(x, w, None, 1, 0, 1, "tanh")
+    y = lenetalex.conv2d_activation(x, w, None, 1, 0, groups=1, activation="tanh")
     assert_close(y, ref64(x, w, None, 1, 0, 1, "tanh"), dtype, FACTOR[dtype])
 
 
@@ -142,6 +147,7 @@ def test_forward_batch_zero(dtype, kernel):
     assert y.shape == (0, 4, 5, 5) and y.device == x.device
 
 
+@pytest.mark.gpu
 def test_forward_on_side_stream(kernel):
     x, w, b = make((4, 6, 14, 14), (16, 6, 5, 5), torch.float32)
     side = torch.cuda.Stream()
@@ -159,10 +165,11 @@ def test_forward_on_side_stream(kernel):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_backward_op_matches_oracle(case, dtype):
-    _, xs, ws, stride, padding, groups, act = case
+    name, xs, ws, stride, padding, groups, act = case
+    xs = EMULATED_SHAPES.get(name, xs) if EMULATED else xs
     x, w, b = make(xs, ws, dtype)
-    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
-    gy = torch.randn(y.shape, dtype=torch.float64).to(device="cuda", dtype=dtype)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
+    gy = torch.randn(y.shape, dtype=torch.float64).to(device=CUDA, dtype=dtype)
     s, p = list(pair(stride)), list(pair(padding))
     gx, gw, gb = torch.ops.lenetalex.conv2d_activation_backward(
         gy, y, x, w, s, p, groups, act, [True, True, True]
@@ -180,10 +187,12 @@ def test_autograd_float32_matches_reference(case, act, kernel):
     x, w, b = make(xs, ws, torch.float32)
     leaves = [t.clone().requires_grad_() for t in (x, w, b)]
     refs = [t.double().requires_grad_() for t in (x, w, b)]
-    gy = torch.randn(lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act).shape,
-                     device="cuda")
-    lenetalex.conv2d_activation(*leaves, stride, padding, groups, act).backward(gy)
-    reference.conv2d_activation(*refs, stride, padding, groups, act).backward(gy.double())
+    gy = torch.randn(lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups,
+                                                 activation=act).shape, device=CUDA)
+    lenetalex.conv2d_activation(*leaves, stride, padding, groups=groups,
+                                activation=act).backward(gy)
+    reference.conv2d_activation(*refs, stride, padding, groups=groups,
+                                activation=act).backward(gy.double())
     for got, exp in zip(leaves, refs):
         assert_close(got.grad, exp.grad, torch.float32, 10)
 
@@ -219,7 +228,7 @@ def test_backward_noncontiguous_grad_output():
     x, w, b = make((2, 6, 14, 14), (16, 6, 5, 5), torch.float32)
     x = x.contiguous(memory_format=torch.channels_last)
     y = lenetalex.conv2d_activation(x, w, b)
-    gy = torch.randn(y.shape[::-1], device="cuda").permute(3, 2, 1, 0)  # not contiguous
+    gy = torch.randn(y.shape[::-1], device=CUDA).permute(3, 2, 1, 0)  # not contiguous
     got = torch.ops.lenetalex.conv2d_activation_backward(
         gy, y, x, w, [1, 1], [0, 0], 1, "scaled_tanh", [True, True, True])
     want = backward_oracle(gy, y, x, w, (1, 1), (0, 0), 1, "scaled_tanh")
@@ -232,7 +241,7 @@ def test_backward_is_deterministic(case):
     """grad_weight is reduced in split-K chunks summed in a fixed order: bitwise repeatable."""
     _, xs, ws, stride, padding, groups, act = case
     x, w, b = make((8,) + xs[1:], ws, torch.float32)
-    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
     gy = torch.randn_like(y)
     s, p = list(pair(stride)), list(pair(padding))
     first = torch.ops.lenetalex.conv2d_activation_backward(gy, y, x, w, s, p, groups, act, [True] * 3)
@@ -259,7 +268,7 @@ def test_gradcheck_float64(case, kernel):
     if act == "relu":  # keep pre-activations away from the kink
         with torch.no_grad():
             b += 0.5
-    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, stride, padding, groups, act)
+    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
@@ -270,17 +279,18 @@ def test_opcheck(requires_grad):
         t.requires_grad_(requires_grad)
     torch.library.opcheck(
         torch.ops.lenetalex.conv2d_activation.default, (x, w, b, [2, 1], [1, 0], 2, "tanh"))
-    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 0), 2, "tanh").detach()
+    y = lenetalex.conv2d_activation(x, w, b, (2, 1), (1, 0), groups=2, activation="tanh").detach()
     torch.library.opcheck(
         torch.ops.lenetalex.conv2d_activation_backward.default,
         (torch.randn_like(y), y, x.detach(), w.detach(), [2, 1], [1, 0], 2, "tanh",
          [True, True, True]))
 
 
+@pytest.mark.gpu  # its CPU counterpart is in test_conv_activation.py
 def test_compile_fullgraph():
     pytest.importorskip("triton")
     x, w, b = make((4, 6, 14, 14), (16, 6, 5, 5), torch.float32)
-    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, 1, 0, 1, "scaled_tanh")
+    fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, 1, 0, groups=1, activation="scaled_tanh")
     compiled = torch.compile(fn, fullgraph=True)
     assert torch.equal(compiled(x, w, b), fn(x, w, b))
 
@@ -288,6 +298,7 @@ def test_compile_fullgraph():
 # --- bad input --------------------------------------------------------------
 
 
+@pytest.mark.gpu
 def test_mixed_devices_raise():
     x, w, b = make((1, 3, 8, 8), (4, 3, 3, 3), torch.float32)
     with pytest.raises(ValueError, match="weight.*device"):
@@ -303,8 +314,8 @@ def test_mixed_devices_raise():
 
 
 def test_unsupported_dtype_raises():
-    x = torch.randn(1, 1, 6, 6, device="cuda").to(torch.float8_e4m3fn)
-    w = torch.randn(2, 1, 3, 3, device="cuda").to(torch.float8_e4m3fn)
+    x = torch.randn(1, 1, 6, 6, device=CUDA).to(torch.float8_e4m3fn)
+    w = torch.randn(2, 1, 3, 3, device=CUDA).to(torch.float8_e4m3fn)
     with pytest.raises(TypeError, match="float32, float16, bfloat16"):
         lenetalex.conv2d_activation(x, w)
 

@@ -1,4 +1,5 @@
 """The package itself: build info, the loader's error message, the command line."""
+import os
 import subprocess
 import sys
 
@@ -42,3 +43,23 @@ def test_cli_check_passes():
     r = _cli("check", "--ops", "conv2d_activation")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "FAIL" not in r.stdout and "within tolerance" in r.stdout
+
+
+def test_cli_broken_subcommand_reports_its_import_error(tmp_path):
+    # A subcommand module that fails to import says why when it is called,
+    # instead of argparse's "invalid choice"; the other subcommands still work.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys, importlib.abc\n"
+        "class Broken(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'lenetalex.train':\n"
+        "            raise ImportError('libfoo.so: cannot open shared object file', name='libfoo')\n"
+        "sys.meta_path.insert(0, Broken())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    r = subprocess.run([sys.executable, "-m", "lenetalex", "train", "lenet5"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 1
+    assert "importing lenetalex.train failed" in r.stderr and "libfoo.so" in r.stderr
+    assert "invalid choice" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "lenetalex", "info"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr

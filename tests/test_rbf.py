@@ -14,7 +14,7 @@ import lenetalex
 from lenetalex import reference
 from lenetalex.nn import RBFOutput
 
-from conftest import DEVICE_DTYPES, DEVICES, TOL, assert_close
+from conftest import CUDA, DEVICE_DTYPES, DEVICES, TOL, assert_close
 
 OP = torch.ops.lenetalex.rbf_distance.default
 OP_BACKWARD = torch.ops.lenetalex.rbf_distance_backward.default
@@ -319,7 +319,7 @@ def test_double_backward_raises():
 
 @pytest.mark.cuda
 def test_bad_input_rbf_distance_cuda_float8():
-    x, w = (t.to("cuda", torch.float8_e4m3fn) for t in (_randn(4, 6), _randn(3, 6)))
+    x, w = (t.to(CUDA, torch.float8_e4m3fn) for t in (_randn(4, 6), _randn(3, 6)))
     with pytest.raises(TypeError, match=r"on cuda input must be float32, float16, bfloat16 or float64"):
         lenetalex.rbf_distance(x, w)
 
@@ -362,7 +362,7 @@ def test_cli_check_passes():
 
 # ---- CUDA ----------------------------------------------------------------------
 
-CUDA_ONLY = [p for p in DEVICE_DTYPES if p.values[0] == "cuda"]
+CUDA_ONLY = [p for p in DEVICE_DTYPES if p.marks]
 
 
 @pytest.mark.parametrize("device,dtype", CUDA_ONLY)
@@ -374,7 +374,7 @@ def test_cuda_matches_reference(device, dtype, shape):
     x, w, g = x.to(dtype).double(), w.to(dtype).double(), g.to(dtype).double()
     y, gx, gw = _fused_with_grads(x.to(device, dtype), w.to(device, dtype), g.to(device, dtype))
     ey, egx, egw = _expected(x, w, g)
-    assert y.dtype == dtype and y.device.type == "cuda"
+    assert y.dtype == dtype and y.device.type == torch.device(CUDA).type
     # Half types: float32 accumulation, one rounding of the result; grads
     # sum k terms, hence the looser factor.
     factor = 1.0 if dtype == torch.float32 else 2.0
@@ -386,10 +386,10 @@ def test_cuda_matches_reference(device, dtype, shape):
 @pytest.mark.cuda
 def test_cuda_exact_and_deterministic():
     base = 1e4 + _randn(1, 84, seed=5)
-    x = (base + _randn(300, 84, seed=6)).float().cuda()
-    w = (base + _randn(70, 84, seed=7)).float().cuda()
+    x = (base + _randn(300, 84, seed=6)).float().to(CUDA)
+    w = (base + _randn(70, 84, seed=7)).float().to(CUDA)
     w[3] = x[7]
-    g = _randn(300, 70, dtype=torch.float32, seed=8).cuda()
+    g = _randn(300, 70, dtype=torch.float32, seed=8).to(CUDA)
     y, gx, gw = _fused_with_grads(x, w, g)
     assert y[7, 3].item() == 0.0 and (y >= 0).all()
     xd, wd = x.double().cpu().requires_grad_(), w.double().cpu().requires_grad_()
@@ -416,3 +416,17 @@ def test_cuda_map_loss_and_compile(device):
     assert_close(torch.compile(loss, fullgraph=True)(x), want, torch.float32)
     with pytest.raises(ValueError, match="target values"):
         lenetalex.lenet_map_loss(lenetalex.rbf_distance(x, w), torch.full_like(t, 10))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_module_keeps_the_prototypes_dtype(dtype):
+    # As a PyTorch user expects: the prototypes given keep their dtype (they
+    # were cast to the default dtype, so float64 prototypes failed on float64 input).
+    protos = torch.randn(10, 84, dtype=dtype)
+    for impl in ("fused", "reference"):
+        m = RBFOutput(protos, impl=impl)
+        assert m.prototypes.dtype == dtype and m.prototypes.data_ptr() != protos.data_ptr()
+        y = m(torch.randn(4, 84, dtype=dtype))
+        assert y.dtype == dtype and y.shape == (4, 10)
+    assert RBFOutput([[1, -1], [-1, 1]]).prototypes.dtype == torch.get_default_dtype()
+    assert RBFOutput(torch.ones(2, 3, dtype=torch.int64)).prototypes.dtype == torch.get_default_dtype()

@@ -23,7 +23,7 @@ def _run(argv):
 
 
 def _params(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def _tiny_lenet_args(root, *extra):
@@ -49,14 +49,14 @@ def test_resume_equals_uninterrupted(tmp_path):
     full, cut = tmp_path / "full.pt", tmp_path / "cut.pt"
     _, h_full = _run(_tiny_lenet_args(tmp_path / "data", "--epochs", "2", "--checkpoint", str(full)))
     _, h_cut = _run(_tiny_lenet_args(tmp_path / "data", "--epochs", "1", "--checkpoint", str(cut)))
-    assert len(h_cut) == 1 and torch.load(cut, weights_only=False)["epoch"] == 1
+    assert len(h_cut) == 1 and torch.load(cut, weights_only=True)["epoch"] == 1
     _, h_resumed = _run(_tiny_lenet_args(tmp_path / "data", "--epochs", "2", "--checkpoint", str(cut),
                                          "--resume", "--json", str(tmp_path / "r.json")))
     a, b = _params(full), _params(cut)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ckpt_a, ckpt_b = (torch.load(p, weights_only=False) for p in (full, cut))
+    ckpt_a, ckpt_b = (torch.load(p, weights_only=True) for p in (full, cut))
     for sa, sb in zip(ckpt_a["optimizer"]["state"].values(), ckpt_b["optimizer"]["state"].values()):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
     keys = ("epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy")

@@ -21,6 +21,8 @@
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
+#include "common/targets.h"
+
 namespace lenetalex {
 
 enum class Activation : int { Identity = 0, Relu = 1, Tanh = 2, ScaledTanh = 3 };
@@ -79,9 +81,10 @@ inline float tanh_vec(float x) {
   return ax < 0.3f ? small : big;
 }
 
-// float: the vectorizable tanh on the host, CUDA's tanhf on the device.
+// float: the vectorizable tanh on the host, CUDA's tanhf on the device (and in
+// the emulator, which runs the device code).
 C10_HOST_DEVICE C10_ALWAYS_INLINE float tanh_acc(float x) {
-#if defined(__CUDA_ARCH__)
+#if LENETALEX_DEVICE_CODE
   return tanhf(x);
 #else
   return tanh_vec(x);

@@ -16,22 +16,26 @@ inline void check_rank(const char* op, const char* arg, const at::Tensor& t, int
                     "), got a ", t.dim(), "-D tensor of shape ", t.sizes());
 }
 
+// The dtypes a kernel runs, chosen by the entry that calls the checks (not by
+// the tensor's device: the emulated CUDA kernels take CPU tensors).
+enum class Backend { Cpu, Cuda };
+
 // Float types each backend supports: float32/float64 on the CPU, and
 // float32/float16/bfloat16 on CUDA (float64 works there too). Named here, not
 // left to the kernels' dispatch: at::isFloatingType also admits the float8
 // types, which would fail later with a NotImplementedError naming no argument.
-inline void check_floating(const char* op, const char* arg, const at::Tensor& t) {
+inline void check_floating(const char* op, const char* arg, const at::Tensor& t, Backend backend) {
   const auto st = t.scalar_type();
   TORCH_CHECK_TYPE(at::isFloatingType(st), op, ": expected ", arg,
                    " to be a floating-point tensor, got ", st);
-  if (t.device().is_cpu()) {
+  if (backend == Backend::Cpu) {
     TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble, op, ": on the CPU ", arg,
                      " must be float32 or float64, got ", st);
   } else {
     TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 ||
                          st == at::kDouble,
-                     op, ": on ", t.device().type(), " ", arg,
-                     " must be float32, float16, bfloat16 or float64, got ", st);
+                     op, ": on cuda ", arg, " must be float32, float16, bfloat16 or float64, got ",
+                     st);
   }
 }
 

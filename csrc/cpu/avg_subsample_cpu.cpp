@@ -2,7 +2,7 @@
 //
 // One (image, channel) plane per task, walked one output row at a time: each
 // row of window sums (the window's rows added first, contiguously, then its
-// columns) is scaled by weight[c] / area and shifted by bias[c] as it is
+// columns) is scaled by weight[c] / area and shifted by bias[c] (if any) as it is
 // stored; a group of planes is then activated in one long loop while it is in
 // cache. 2x2 windows at stride 2 (LeNet's S2 and S4) take a path without the
 // scratch row.
@@ -133,7 +133,7 @@ void forward_kernel(const AvgSubsampleShape& s, const scalar_t* x, const scalar_
       const int64_t last = std::min(end, first + group);
       for (int64_t idx = first; idx < last; ++idx) {
         const int64_t c = idx % s.c;
-        const scalar_t scale = w[c] * inv_area, shift = b[c];
+        const scalar_t scale = w[c] * inv_area, shift = b ? b[c] : scalar_t(0);
         const scalar_t* in = x + idx * plane_in;
         scalar_t* out = y + idx * plane_out;
         for (int64_t oh = 0; oh < s.oh; ++oh) {
@@ -265,18 +265,22 @@ void sum_over_batch(const AvgSubsampleShape& s, const scalar_t* partial, scalar_
 }
 
 at::Tensor avg_subsample_cpu(const at::Tensor& input, const at::Tensor& weight,
-                             const at::Tensor& bias, at::IntArrayRef kernel_size,
+                             const c10::optional<at::Tensor>& bias, at::IntArrayRef kernel_size,
                              at::IntArrayRef stride, c10::string_view activation) {
-  const AvgSubsampleShape s = check_avg_subsample(input, weight, bias, kernel_size, stride);
+  const AvgSubsampleShape s =
+      check_avg_subsample(input, weight, bias, kernel_size, stride, Backend::Cpu);
   const Activation act = parse_activation(activation);
-  const at::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
+  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  const bool has_bias = bias.has_value() && bias->defined();
+  const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({s.n, s.c, s.oh, s.ow}, input.options());
   advise_huge_pages(y);
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "avg_subsample_cpu", [&] {
     with_activation(act, [&](auto a) {
       forward_kernel<scalar_t>(s, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                               b.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), a);
+                               has_bias ? b.const_data_ptr<scalar_t>() : nullptr,
+                               y.mutable_data_ptr<scalar_t>(), a);
     });
   });
   return y;
@@ -287,7 +291,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cpu(
     const at::Tensor& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     c10::string_view activation, std::array<bool, 3> output_mask) {
   const AvgSubsampleShape s =
-      check_avg_subsample_backward(grad_output, output, input, weight, kernel_size, stride);
+      check_avg_subsample_backward(grad_output, output, input, weight, kernel_size, stride,
+                                   Backend::Cpu);
   const Activation act = parse_activation(activation);
   const auto opts = input.options();
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);

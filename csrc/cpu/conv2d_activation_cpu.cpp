@@ -22,7 +22,8 @@ at::Tensor conv2d_activation_cpu(const at::Tensor& input, const at::Tensor& weig
                                  const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                  at::IntArrayRef padding, int64_t groups,
                                  c10::string_view activation) {
-  const Conv2dShape s = check_conv2d_activation(input, weight, bias, stride, padding, groups);
+  const Conv2dShape s =
+      check_conv2d_activation(input, weight, bias, stride, padding, groups, Backend::Cpu);
   const Activation act = parse_activation(activation);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
@@ -50,7 +51,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
     const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups,
     c10::string_view activation, std::array<bool, 3> output_mask) {
   const Conv2dShape s =
-      check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups);
+      check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups,
+                                       Backend::Cpu);
   const Activation act = parse_activation(activation);
   const auto opts = input.options();
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);

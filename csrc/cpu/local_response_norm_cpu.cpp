@@ -417,7 +417,7 @@ void with_pow(const LrnCoef<double>& cf, F f) {
 
 at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double alpha,
                                    double beta, double k) {
-  const LrnShape s = check_local_response_norm(input, size);
+  const LrnShape s = check_local_response_norm(input, size, Backend::Cpu);
   const at::Tensor x = input.contiguous();
   at::Tensor y = at::empty(input.sizes(), input.options());
   advise_huge_pages(y);
@@ -437,7 +437,7 @@ at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double
 
 at::Tensor local_response_norm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                             int64_t size, double alpha, double beta, double k) {
-  const LrnShape s = check_local_response_norm_backward(grad_output, input, size);
+  const LrnShape s = check_local_response_norm_backward(grad_output, input, size, Backend::Cpu);
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
   at::Tensor gx = at::empty(input.sizes(), input.options());
   advise_huge_pages(gx);

@@ -288,7 +288,7 @@ at::Tensor unit_stride_rows(const at::Tensor& t) {
 }
 
 at::Tensor rbf_distance_cpu(const at::Tensor& input, const at::Tensor& prototypes) {
-  const RBFShape s = check_rbf_distance(input, prototypes);
+  const RBFShape s = check_rbf_distance(input, prototypes, Backend::Cpu);
   at::Tensor y = at::empty({s.n, s.k}, input.options());
   if (y.numel() == 0) return y;
   if (s.d == 0) return y.zero_();
@@ -307,7 +307,7 @@ std::tuple<at::Tensor, at::Tensor> rbf_distance_backward_cpu(const at::Tensor& g
                                                              const at::Tensor& input,
                                                              const at::Tensor& prototypes,
                                                              std::array<bool, 2> output_mask) {
-  const RBFShape s = check_rbf_distance_backward(grad_output, input, prototypes);
+  const RBFShape s = check_rbf_distance_backward(grad_output, input, prototypes, Backend::Cpu);
   const auto opts = input.options();
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.d}, opts);
   at::Tensor gw = grad_or_empty(output_mask[1], {s.k, s.d}, opts);

@@ -22,14 +22,12 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <climits>
 
+#include "cuda/launch.cuh"
 #include "common/activation.h"
 #include "common/grads.h"
 #include "ops/avg_subsample.h"
@@ -92,7 +90,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, const scalar_t* _
       const int64_t p = p0 + local;
       const int64_t c = wrap_channel(c0 + local, channels);
       const acc_t sum = window_sum<K2, acc_t>(x + p * plane_in, g, oh * g.sh, ow * g.sw);
-      const acc_t pre = acc_t(weight[c]) * inv_area * sum + acc_t(bias[c]);
+      const acc_t shift = bias ? acc_t(bias[c]) : acc_t(0);  // bias is optional
+      const acc_t pre = acc_t(weight[c]) * inv_area * sum + shift;
       y[p * plane_out + o] = static_cast<scalar_t>(activation_forward<acc_t>(act, pre));
     }
   }
@@ -102,7 +101,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, const scalar_t* _
 // thread 0. Every thread of the block must call it.
 template <typename acc_t>
 __device__ __forceinline__ void block_sum2(acc_t& a, acc_t& b) {
-  __shared__ acc_t sa[32], sb[32];
+  LENETALEX_SHARED(acc_t, sa, [32]);
+  LENETALEX_SHARED(acc_t, sb, [32]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int off = 16; off > 0; off >>= 1) {
     a += __shfl_down_sync(0xffffffffu, a, off);
@@ -235,13 +235,16 @@ int threads_for(int64_t elements) {
 }
 
 at::Tensor avg_subsample_cuda(const at::Tensor& input, const at::Tensor& weight,
-                              const at::Tensor& bias, at::IntArrayRef kernel_size,
+                              const c10::optional<at::Tensor>& bias, at::IntArrayRef kernel_size,
                               at::IntArrayRef stride, c10::string_view activation) {
-  const AvgSubsampleShape s = check_avg_subsample(input, weight, bias, kernel_size, stride);
+  const AvgSubsampleShape s =
+      check_avg_subsample(input, weight, bias, kernel_size, stride, Backend::Cuda);
   const Activation act = parse_activation(activation);
   const Geometry g = geometry(s);
   c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
+  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  const bool has_bias = bias.has_value() && bias->defined();
+  const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({s.n, s.c, s.oh, s.ow}, input.options());
   if (y.numel() == 0) return y;
   const int64_t planes = s.n * s.c, plane_out = s.oh * s.ow;
@@ -255,11 +258,10 @@ at::Tensor avg_subsample_cuda(const at::Tensor& input, const at::Tensor& weight,
     using acc_t = at::opmath_type<scalar_t>;
     auto kernel = is_2x2_stride_2(s) ? forward_kernel<true, scalar_t, acc_t>
                                      : forward_kernel<false, scalar_t, acc_t>;
-    kernel<<<grid, block, 0, stream>>>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                       b.const_data_ptr<scalar_t>(),
+    launch(kernel, grid, block, 0, stream, x.const_data_ptr<scalar_t>(),
+           w.const_data_ptr<scalar_t>(), has_bias ? b.const_data_ptr<scalar_t>() : nullptr,
                                        y.mutable_data_ptr<scalar_t>(), planes, s.c, g,
                                        static_cast<int>(run), act);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
 }
@@ -269,7 +271,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cuda(
     const at::Tensor& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     c10::string_view activation, std::array<bool, 3> output_mask) {
   const AvgSubsampleShape s =
-      check_avg_subsample_backward(grad_output, output, input, weight, kernel_size, stride);
+      check_avg_subsample_backward(grad_output, output, input, weight, kernel_size, stride,
+                                   Backend::Cuda);
   const Activation act = parse_activation(activation);
   const Geometry g = geometry(s);
   c10::cuda::CUDAGuard guard(input.device());
@@ -309,19 +312,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cuda(
     acc_t* part_b = reduce ? part_w + s.c * blocks : nullptr;
     auto kernel = is_2x2_stride_2(s) ? backward_kernel<true, scalar_t, acc_t>
                                      : backward_kernel<false, scalar_t, acc_t>;
-    kernel<<<grid, block, 0, stream>>>(
+    launch(kernel, grid, block, 0, stream,
         gy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
         output_mask[1] ? x.const_data_ptr<scalar_t>() : nullptr, w.const_data_ptr<scalar_t>(),
         output_mask[0] ? gx.mutable_data_ptr<scalar_t>() : nullptr, part_w, part_b, s.n, s.c, g,
         act);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (reduce) {
       const dim3 fgrid(static_cast<unsigned>(std::min(s.c, kMaxGridX)));
-      finish_kernel<scalar_t, acc_t><<<fgrid, threads_for(blocks), 0, stream>>>(
+      launch(finish_kernel<scalar_t, acc_t>, fgrid, threads_for(blocks), 0, stream,
           part_w, part_b, output_mask[1] ? gw.mutable_data_ptr<scalar_t>() : nullptr,
           output_mask[2] ? gb.mutable_data_ptr<scalar_t>() : nullptr, s.c,
           static_cast<int>(blocks));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
   return {gx, gw, gb};
@@ -329,7 +330,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lenetalex, CUDA, m) {
+TORCH_LIBRARY_IMPL(LENETALEX_NS, LENETALEX_CUDA_KEY, m) {
   m.impl("avg_subsample", &avg_subsample_cuda);
   m.impl("avg_subsample_backward", &avg_subsample_backward_cuda);
 }

@@ -22,9 +22,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -32,6 +29,7 @@
 #include <cstring>
 #include <limits>
 
+#include "cuda/launch.cuh"
 #include "common/activation.h"
 #include "common/grads.h"
 #include "cuda/conv2d_activation_direct.cuh"
@@ -62,7 +60,7 @@ __global__ void __launch_bounds__(kThreads)
     grad_bias_kernel(const scalar_t* gy, const scalar_t* y, scalar_t* gb, int64_t n_img,
                      int64_t oc_n, int64_t P, Activation act) {
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t red[kThreads];
+  LENETALEX_SHARED(acc_t, red, [kThreads]);
   const int64_t oc = blockIdx.x;
   acc_t acc = 0;
   for (int64_t r = threadIdx.x; r < n_img * P; r += kThreads) {
@@ -117,8 +115,8 @@ void launch_igemm(const Problem& p, int64_t M, int64_t N, int64_t K, int64_t gro
                     ": shape too large for the CUDA grid (", m_tiles, " x ", n_tiles * splits,
                     " tiles)");
   const dim3 grid(unsigned(m_tiles), unsigned(n_tiles * splits), unsigned(groups));
-  igemm_kernel<Problem><<<grid, kThreads, 0, stream>>>(p, M, N, K, k_chunk, n_tiles);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_bounded<kThreads>(igemm_kernel<Problem>, grid, kThreads, 0, stream, p, M, N, K, k_chunk,
+                           n_tiles);
 }
 
 enum class ForwardKernel { Auto, Direct, Gemm };
@@ -166,7 +164,8 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
                                   const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                   at::IntArrayRef padding, int64_t groups,
                                   c10::string_view activation) {
-  const Conv2dShape s = check_conv2d_activation(input, weight, bias, stride, padding, groups);
+  const Conv2dShape s =
+      check_conv2d_activation(input, weight, bias, stride, padding, groups, Backend::Cuda);
   const Activation act = parse_activation(activation);
   check_cuda_limits(s);
   c10::cuda::CUDAGuard guard(input.device());
@@ -186,10 +185,9 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
       const size_t smem =
           size_t(d.ci_chunk) * (d.in_th * d.in_tw + kOCB * s.kh * s.kw) * sizeof(acc_t);
       const int64_t blocks = s.n * s.groups * d.oc_blocks * d.tiles;
-      direct_forward_kernel<scalar_t><<<unsigned(blocks), dim3(d.tw, d.th), smem, stream>>>(
+      launch(direct_forward_kernel<scalar_t>, unsigned(blocks), dim3(d.tw, d.th), smem, stream,
           x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), bp,
           y.mutable_data_ptr<scalar_t>(), s, d, act);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
     ForwardProblem<scalar_t> p;
@@ -213,7 +211,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
     const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups,
     c10::string_view activation, std::array<bool, 3> output_mask) {
   const Conv2dShape s =
-      check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups);
+      check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups,
+                                       Backend::Cuda);
   const Activation act = parse_activation(activation);
   check_cuda_limits(s);
   c10::cuda::CUDAGuard guard(input.device());
@@ -280,17 +279,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
       if (splits > 1) {
         const int64_t numel = gw.numel();
         const int64_t blocks = std::min<int64_t>(ceil_div(numel, kThreads), 4096);
-        sum_splits_kernel<scalar_t, acc_t><<<unsigned(blocks), kThreads, 0, stream>>>(
+        launch(sum_splits_kernel<scalar_t, acc_t>, unsigned(blocks), kThreads, 0, stream,
             p.ws, gw.mutable_data_ptr<scalar_t>(), numel, splits);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
     }
     if (output_mask[2]) {  // gb has oc >= 1 elements
       TORCH_CHECK_VALUE(s.oc <= kInt32Max, kOp, ": too many output channels for the CUDA grid");
-      grad_bias_kernel<scalar_t><<<unsigned(s.oc), kThreads, 0, stream>>>(
+      launch_bounded<kThreads>(grad_bias_kernel<scalar_t>, unsigned(s.oc), kThreads, 0, stream,
           gy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
           gb.mutable_data_ptr<scalar_t>(), s.n, s.oc, P, act);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
   return {gx, gw, gb};
@@ -298,7 +295,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lenetalex, CUDA, m) {
+TORCH_LIBRARY_IMPL(LENETALEX_NS, LENETALEX_CUDA_KEY, m) {
   m.impl("conv2d_activation", &conv2d_activation_cuda);
   m.impl("conv2d_activation_backward", &conv2d_activation_backward_cuda);
 }

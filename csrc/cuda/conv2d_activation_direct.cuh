@@ -21,6 +21,7 @@
 #include <ATen/OpMathType.h>
 
 #include "common/activation.h"
+#include "cuda/launch.cuh"
 #include "ops/conv2d_activation.h"
 
 namespace lenetalex {
@@ -43,7 +44,7 @@ __global__ void direct_forward_kernel(const scalar_t* __restrict__ x,
                                       const Conv2dShape s, const DirectPlan d, Activation act) {
   using acc_t = at::opmath_type<scalar_t>;
   // Raw bytes, cast: a typed extern array would clash between instantiations.
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LENETALEX_DYNAMIC_SHARED(unsigned char, smem_raw, 16);
   acc_t* in_s = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* w_s = in_s + d.ci_chunk * d.in_th * d.in_tw;
 

@@ -24,6 +24,8 @@
 
 #include <cstdint>
 
+#include "cuda/launch.cuh"
+
 namespace lenetalex {
 namespace conv_cuda {
 
@@ -55,8 +57,8 @@ __global__ void __launch_bounds__(kThreads)
     igemm_kernel(const Problem p, int64_t M, int64_t N, int64_t K, int64_t k_chunk,
                  int64_t n_tiles) {
   using acc_t = typename Problem::acc_t;
-  __shared__ acc_t As[kBK][kBM];
-  __shared__ acc_t Bs[kBK][kBNPad];
+  LENETALEX_SHARED(acc_t, As, [kBK][kBM]);
+  LENETALEX_SHARED(acc_t, Bs, [kBK][kBNPad]);
 
   const int tid = threadIdx.x;
   const int tx = tid % 16, ty = tid / 16;

@@ -29,6 +29,7 @@
 #include <ATen/OpMathType.h>
 
 #include "common/activation.h"
+#include "cuda/launch.cuh"
 #include "ops/conv2d_activation.h"
 
 namespace lenetalex {

@@ -26,13 +26,11 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
 
+#include "cuda/launch.cuh"
 #include "ops/local_response_norm.h"
 
 namespace lenetalex {
@@ -80,7 +78,7 @@ template <typename scalar_t, typename acc_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ x,
                                 scalar_t* __restrict__ gx, LrnShape s, int64_t chunk,
                                 int64_t nchunks, LrnCoef<acc_t> p, int64_t R, acc_t* ring) {
-  extern __shared__ __align__(sizeof(double)) unsigned char smem[];
+  LENETALEX_DYNAMIC_SHARED(unsigned char, smem, sizeof(double));
   const int64_t total = s.n * nchunks * s.l;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
@@ -110,7 +108,7 @@ int64_t chunk_channels(const LrnShape& s) { return std::min(lrn_period(s.size), 
 
 at::Tensor local_response_norm_cuda(const at::Tensor& input, int64_t size, double alpha,
                                     double beta, double k) {
-  const LrnShape s = check_local_response_norm(input, size);
+  const LrnShape s = check_local_response_norm(input, size, Backend::Cuda);
   c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous();
   at::Tensor y = at::empty(input.sizes(), input.options());
@@ -122,10 +120,9 @@ at::Tensor local_response_norm_cuda(const at::Tensor& input, int64_t size, doubl
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "local_response_norm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
+    launch(forward_kernel<scalar_t, acc_t>, blocks, kThreads, 0, stream,
         x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), s, chunk, nchunks,
         lrn_coef<acc_t>(size, alpha, beta, k));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
 }
@@ -133,7 +130,7 @@ at::Tensor local_response_norm_cuda(const at::Tensor& input, int64_t size, doubl
 at::Tensor local_response_norm_backward_cuda(const at::Tensor& grad_output,
                                              const at::Tensor& input, int64_t size, double alpha,
                                              double beta, double k) {
-  const LrnShape s = check_local_response_norm_backward(grad_output, input, size);
+  const LrnShape s = check_local_response_norm_backward(grad_output, input, size, Backend::Cuda);
   c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
   at::Tensor gx = at::empty(input.sizes(), input.options());
@@ -159,12 +156,11 @@ at::Tensor local_response_norm_backward_cuda(const at::Tensor& grad_output,
     }
     const int64_t blocks = blocks_for(s.n * nchunks * s.l, threads);
     const size_t smem_bytes = shared ? size_t(threads * per_thread) : 0;
-    backward_kernel<scalar_t, acc_t><<<blocks, threads, smem_bytes, stream>>>(
+    launch(backward_kernel<scalar_t, acc_t>, blocks, threads, smem_bytes, stream,
         gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
         gx.mutable_data_ptr<scalar_t>(), s, chunk, nchunks,
         lrn_coef<acc_t>(size, alpha, beta, k), R,
         shared ? nullptr : scratch.mutable_data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return gx;
 }
@@ -172,7 +168,7 @@ at::Tensor local_response_norm_backward_cuda(const at::Tensor& grad_output,
 }  // namespace
 }  // namespace lrn_cuda
 
-TORCH_LIBRARY_IMPL(lenetalex, CUDA, m) {
+TORCH_LIBRARY_IMPL(LENETALEX_NS, LENETALEX_CUDA_KEY, m) {
   m.impl("local_response_norm", &lrn_cuda::local_response_norm_cuda);
   m.impl("local_response_norm_backward", &lrn_cuda::local_response_norm_backward_cuda);
 }

@@ -20,14 +20,12 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
 
+#include "cuda/launch.cuh"
 #include "common/grads.h"
 #include "ops/rbf_distance.h"
 
@@ -60,8 +58,8 @@ __global__ void __launch_bounds__(kThreads)
     forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
                    scalar_t* __restrict__ y, int64_t n, int64_t k, int64_t d) {
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t xs[kDepth][kTile + 1];  // xs[j][row]
-  __shared__ acc_t ws[kDepth][kTile + 1];  // ws[j][prototype]
+  LENETALEX_SHARED(acc_t, xs, [kDepth][kTile + 1]);  // xs[j][row]
+  LENETALEX_SHARED(acc_t, ws, [kDepth][kTile + 1]);  // ws[j][prototype]
   const int tx = threadIdx.x, ty = threadIdx.y, t = ty * kSide + tx;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int64_t k0 = static_cast<int64_t>(blockIdx.y) * kTile;
@@ -124,8 +122,8 @@ __global__ void __launch_bounds__(kThreads)
                 int64_t gc, int64_t slice_len, scalar_t* __restrict__ out,
                 at::opmath_type<scalar_t>* __restrict__ partial) {
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t gs[kDepth][kTile + 1];  // gs[c][a]
-  __shared__ acc_t qs[kDepth][kTile + 1];  // qs[c][b]
+  LENETALEX_SHARED(acc_t, gs, [kDepth][kTile + 1]);  // gs[c][a]
+  LENETALEX_SHARED(acc_t, qs, [kDepth][kTile + 1]);  // qs[c][b]
   const int tx = threadIdx.x, ty = threadIdx.y, t = ty * kSide + tx;
   const int64_t a0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int64_t b0 = static_cast<int64_t>(blockIdx.y) * kTile;
@@ -228,22 +226,21 @@ void launch_grad(const at::Tensor& p, const at::Tensor& q, const at::Tensor& g, 
     partial = at::empty({slices, A, D}, out.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const dim3 grid(static_cast<unsigned>(a_tiles), static_cast<unsigned>(b_tiles),
                   static_cast<unsigned>(slices));
-  grad_kernel<scalar_t><<<grid, dim3(kSide, kSide), 0, stream>>>(
+  launch_bounded<kThreads>(grad_kernel<scalar_t>, grid, dim3(kSide, kSide), 0, stream,
       p.const_data_ptr<scalar_t>(), q.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), A,
       C, D, ga, gc, slice_len, out.mutable_data_ptr<scalar_t>(),
       slices > 1 ? partial.mutable_data_ptr<acc_t>() : nullptr);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (slices > 1) {
     const int64_t numel = A * D;
     const int64_t blocks = std::min<int64_t>(ceil_div(numel, kThreads), 65535);
-    sum_slices_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+    launch_bounded<kThreads>(sum_slices_kernel<scalar_t>, static_cast<unsigned>(blocks), kThreads,
+                             0, stream,
         partial.const_data_ptr<acc_t>(), slices, numel, out.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
 
 at::Tensor rbf_distance_cuda(const at::Tensor& input, const at::Tensor& prototypes) {
-  const RBFShape s = check_rbf_distance(input, prototypes);
+  const RBFShape s = check_rbf_distance(input, prototypes, Backend::Cuda);
   c10::cuda::CUDAGuard guard(input.device());
   at::Tensor y = at::empty({s.n, s.k}, input.options());
   if (y.numel() == 0) return y;
@@ -255,10 +252,9 @@ at::Tensor rbf_distance_cuda(const at::Tensor& input, const at::Tensor& prototyp
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(k_tiles));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rbf_distance_cuda", [&] {
-    forward_kernel<scalar_t><<<grid, dim3(kSide, kSide), 0, stream>>>(
+    launch_bounded<kThreads>(forward_kernel<scalar_t>, grid, dim3(kSide, kSide), 0, stream,
         x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
         s.n, s.k, s.d);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
 }
@@ -267,7 +263,7 @@ std::tuple<at::Tensor, at::Tensor> rbf_distance_backward_cuda(const at::Tensor& 
                                                               const at::Tensor& input,
                                                               const at::Tensor& prototypes,
                                                               std::array<bool, 2> output_mask) {
-  const RBFShape s = check_rbf_distance_backward(grad_output, input, prototypes);
+  const RBFShape s = check_rbf_distance_backward(grad_output, input, prototypes, Backend::Cuda);
   c10::cuda::CUDAGuard guard(input.device());
   const auto opts = input.options();
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.d}, opts);
@@ -293,7 +289,7 @@ std::tuple<at::Tensor, at::Tensor> rbf_distance_backward_cuda(const at::Tensor& 
 }  // namespace
 }  // namespace rbf_cuda
 
-TORCH_LIBRARY_IMPL(lenetalex, CUDA, m) {
+TORCH_LIBRARY_IMPL(LENETALEX_NS, LENETALEX_CUDA_KEY, m) {
   m.impl("rbf_distance", &rbf_cuda::rbf_distance_cuda);
   m.impl("rbf_distance_backward", &rbf_cuda::rbf_distance_backward_cuda);
 }

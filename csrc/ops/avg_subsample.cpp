@@ -1,6 +1,7 @@
 // avg_subsample: schema and the argument checks every backend shares.
 // Kernels: cpu/avg_subsample_cpu.cpp, cuda/avg_subsample_cuda.cu.
-// Python entry, fake kernels and autograd: lenetalex/ops/avg_subsample.py.
+// Autograd and autocast: autograd/avg_subsample.h; Python entry and fake kernels:
+// lenetalex/ops/avg_subsample.py.
 #include "ops/avg_subsample.h"
 
 #include <array>
@@ -8,6 +9,7 @@
 #include <torch/library.h>
 
 #include "common/checks.h"
+#include "common/targets.h"
 
 namespace lenetalex {
 
@@ -24,9 +26,10 @@ static void check_per_channel(const char* arg, const at::Tensor& t, const at::Te
 }
 
 static AvgSubsampleShape check_common(const at::Tensor& input, const at::Tensor& weight,
-                                      at::IntArrayRef kernel_size, at::IntArrayRef stride) {
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      Backend backend) {
   check_rank(kOp, "input", input, 4, "N, C, H, W");
-  check_floating(kOp, "input", input);
+  check_floating(kOp, "input", input, backend);
   check_per_channel("weight", weight, input);
   check_pair(kOp, "kernel_size", kernel_size, 1);
   check_pair(kOp, "stride", stride, 1);
@@ -42,10 +45,11 @@ static AvgSubsampleShape check_common(const at::Tensor& input, const at::Tensor&
 }
 
 AvgSubsampleShape check_avg_subsample(const at::Tensor& input, const at::Tensor& weight,
-                                      const at::Tensor& bias, at::IntArrayRef kernel_size,
-                                      at::IntArrayRef stride) {
-  const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride);
-  check_per_channel("bias", bias, input);
+                                      const c10::optional<at::Tensor>& bias,
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      Backend backend) {
+  const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride, backend);
+  if (bias.has_value() && bias->defined()) check_per_channel("bias", *bias, input);
   return s;
 }
 
@@ -53,17 +57,18 @@ AvgSubsampleShape check_avg_subsample_backward(const at::Tensor& grad_output,
                                                const at::Tensor& output, const at::Tensor& input,
                                                const at::Tensor& weight,
                                                at::IntArrayRef kernel_size,
-                                               at::IntArrayRef stride) {
-  const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride);
+                                               at::IntArrayRef stride, Backend backend) {
+  const AvgSubsampleShape s = check_common(input, weight, kernel_size, stride, backend);
   const std::array<int64_t, 4> expected{s.n, s.c, s.oh, s.ow};
   check_like_output(kBackward, "grad_output", grad_output, expected, input);
   check_like_output(kBackward, "output", output, expected, input);
   return s;
 }
 
-TORCH_LIBRARY_FRAGMENT(lenetalex, m) {
+TORCH_LIBRARY_FRAGMENT(LENETALEX_NS, m) {
+  // bias may be None (no shift), as conv2d_activation's.
   m.def(
-      "avg_subsample(Tensor input, Tensor weight, Tensor bias, int[2] kernel_size, "
+      "avg_subsample(Tensor input, Tensor weight, Tensor? bias, int[2] kernel_size, "
       "int[2] stride, str activation) -> Tensor");
   // Grads not asked for in output_mask come back as empty tensors (shape (0,)).
   // input is read only for grad_weight (the window means are recomputed from

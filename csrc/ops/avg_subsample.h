@@ -4,6 +4,9 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include "common/checks.h"
 
 namespace lenetalex {
 
@@ -16,10 +19,12 @@ struct AvgSubsampleShape {
 };
 
 // Checks the forward's arguments (ranks, channels, dtypes, devices, window and
-// stride sizes) and returns the geometry. Raises with the argument's name.
+// stride sizes; bias may be None) and returns the geometry. Raises with the
+// argument's name.
 AvgSubsampleShape check_avg_subsample(const at::Tensor& input, const at::Tensor& weight,
-                                      const at::Tensor& bias, at::IntArrayRef kernel_size,
-                                      at::IntArrayRef stride);
+                                      const c10::optional<at::Tensor>& bias,
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      Backend backend);
 
 // The backward's arguments: the forward's (less bias), plus grad_output and
 // output of the output's shape.
@@ -27,6 +32,6 @@ AvgSubsampleShape check_avg_subsample_backward(const at::Tensor& grad_output,
                                                const at::Tensor& output, const at::Tensor& input,
                                                const at::Tensor& weight,
                                                at::IntArrayRef kernel_size,
-                                               at::IntArrayRef stride);
+                                               at::IntArrayRef stride, Backend backend);
 
 }  // namespace lenetalex

@@ -1,6 +1,7 @@
 // conv2d_activation: schema and the argument checks every backend shares.
 // Kernels: cpu/conv2d_activation_cpu.cpp, cuda/conv2d_activation_cuda.cu.
-// Python entry, fake kernels and autograd: lenetalex/ops/conv2d_activation.py.
+// Autograd and autocast: autograd/conv2d_activation.h; Python entry and fake kernels:
+// lenetalex/ops/conv2d_activation.py.
 #include "ops/conv2d_activation.h"
 
 #include <torch/library.h>
@@ -8,6 +9,7 @@
 #include <limits>
 
 #include "common/checks.h"
+#include "common/targets.h"
 
 namespace lenetalex {
 
@@ -16,10 +18,10 @@ static constexpr const char* kBackward = "conv2d_activation_backward";
 
 Conv2dShape check_conv2d_activation(const at::Tensor& input, const at::Tensor& weight,
                                     const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                    at::IntArrayRef padding, int64_t groups) {
+                                    at::IntArrayRef padding, int64_t groups, Backend backend) {
   check_rank(kOp, "input", input, 4, "N, C, H, W");
   check_rank(kOp, "weight", weight, 4, "out_channels, in_channels / groups, kH, kW");
-  check_floating(kOp, "input", input);
+  check_floating(kOp, "input", input, backend);
   check_same_dtype(kOp, "weight", weight, input);
   check_same_device(kOp, "weight", weight, input);
   check_pair(kOp, "stride", stride, 1);
@@ -68,15 +70,17 @@ Conv2dShape check_conv2d_activation(const at::Tensor& input, const at::Tensor& w
 Conv2dShape check_conv2d_activation_backward(const at::Tensor& grad_output,
                                              const at::Tensor& output, const at::Tensor& input,
                                              const at::Tensor& weight, at::IntArrayRef stride,
-                                             at::IntArrayRef padding, int64_t groups) {
-  Conv2dShape s = check_conv2d_activation(input, weight, c10::nullopt, stride, padding, groups);
+                                             at::IntArrayRef padding, int64_t groups,
+                                             Backend backend) {
+  Conv2dShape s =
+      check_conv2d_activation(input, weight, c10::nullopt, stride, padding, groups, backend);
   const std::array<int64_t, 4> expected{s.n, s.oc, s.oh, s.ow};
   check_like_output(kBackward, "grad_output", grad_output, expected, input);
   check_like_output(kBackward, "output", output, expected, input);
   return s;
 }
 
-TORCH_LIBRARY_FRAGMENT(lenetalex, m) {
+TORCH_LIBRARY_FRAGMENT(LENETALEX_NS, m) {
   m.def(
       "conv2d_activation(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
       "int[2] padding, int groups, str activation) -> Tensor");

@@ -5,6 +5,8 @@
 #include <array>
 
 #include <ATen/core/Tensor.h>
+
+#include "common/checks.h"
 #include <c10/util/Optional.h>
 
 namespace lenetalex {
@@ -22,13 +24,14 @@ struct Conv2dShape {
 // devices, sizes) and returns the geometry. Raises with the argument's name.
 Conv2dShape check_conv2d_activation(const at::Tensor& input, const at::Tensor& weight,
                                     const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                    at::IntArrayRef padding, int64_t groups);
+                                    at::IntArrayRef padding, int64_t groups, Backend backend);
 
 // The backward's arguments: the forward's, plus grad_output and output of the
 // output's shape.
 Conv2dShape check_conv2d_activation_backward(const at::Tensor& grad_output,
                                              const at::Tensor& output, const at::Tensor& input,
                                              const at::Tensor& weight, at::IntArrayRef stride,
-                                             at::IntArrayRef padding, int64_t groups);
+                                             at::IntArrayRef padding, int64_t groups,
+                                             Backend backend);
 
 }  // namespace lenetalex

@@ -19,6 +19,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include "common/checks.h"
 #include <c10/macros/Macros.h>
 
 #include <math.h>
@@ -34,11 +36,11 @@ struct LrnShape {
 
 // Checks the forward's arguments (rank >= 3, floating dtype, size >= 1) and
 // returns the geometry. Raises with the argument's name.
-LrnShape check_local_response_norm(const at::Tensor& input, int64_t size);
+LrnShape check_local_response_norm(const at::Tensor& input, int64_t size, Backend backend);
 
 // The backward's arguments: the forward's plus grad_output of input's shape.
 LrnShape check_local_response_norm_backward(const at::Tensor& grad_output,
-                                            const at::Tensor& input, int64_t size);
+                                            const at::Tensor& input, int64_t size, Backend backend);
 
 // Window sums restart from scratch every lrn_period(size) channels: a sliding
 // sum never runs longer than that, and a restart (a direct sum over one window,

@@ -4,6 +4,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "common/checks.h"
+
 namespace lenetalex {
 
 // input (n, d), prototypes (k, d), output (n, k).
@@ -13,10 +15,10 @@ struct RBFShape {
 
 // Checks the forward's arguments (ranks, widths, dtypes, devices) and returns
 // the sizes. Raises with the argument's name.
-RBFShape check_rbf_distance(const at::Tensor& input, const at::Tensor& prototypes);
+RBFShape check_rbf_distance(const at::Tensor& input, const at::Tensor& prototypes, Backend backend);
 
 // The backward's arguments: the forward's, plus grad_output of shape (n, k).
 RBFShape check_rbf_distance_backward(const at::Tensor& grad_output, const at::Tensor& input,
-                                     const at::Tensor& prototypes);
+                                     const at::Tensor& prototypes, Backend backend);
 
 }  // namespace lenetalex

@@ -133,8 +133,29 @@ def rbf_case(name, n, k, d):
         bound="compute")
 
 
+# The call-overhead case of each op: the smallest valid tensors (conv: the
+# issue's (1,1,8,8) by (2,1,3,3)), where the time is the cost of a call, not of
+# its arithmetic. Not resized by --batch.
+OVERHEAD = "overhead"
+
+
+def overhead_case(op):
+    if op == "conv2d_activation":
+        return conv_case(OVERHEAD, (1, 1, 8, 8), (2, 1, 3, 3), activation="scaled_tanh")
+    if op == "avg_subsample":
+        return subsample_case(OVERHEAD, (1, 1, 2, 2))
+    if op == "local_response_norm":
+        return lrn_case(OVERHEAD, (1, 1, 1, 1))
+    return rbf_case(OVERHEAD, 1, 1, 1)
+
+
 def op_cases(op, device_type, batch=None):
-    """The cases of one op on one device type; batch overrides every batch size."""
+    """The cases of one op on one device type, the overhead case last; batch
+    overrides every other batch size."""
+    return _shape_cases(op, device_type, batch) + [overhead_case(op)]
+
+
+def _shape_cases(op, device_type, batch):
     b = lambda shape: _with_batch(shape, batch)  # noqa: E731
     if op == "conv2d_activation":
         ab = 8 if device_type == "cpu" else 128  # AlexNet's conv batch
@@ -175,6 +196,11 @@ class ModelCase:
     kwargs: dict = field(default_factory=dict)
     loss: str = "cross_entropy"  # or "lenet_map"
     classes: int = 1000
+    label: str = ""  # the row's name, when not the class's
+
+    @property
+    def row(self):
+        return self.label or self.name
 
     @property
     def shape(self):
@@ -185,5 +211,8 @@ def model_cases(device_type, batch=None):
     cpu = device_type == "cpu"
     return [
         ModelCase("LeNet5", batch or 256, (1, 32, 32), loss="lenet_map", classes=10),
+        # The per-layer fused ops, as LeNet5 ran before the whole-network op.
+        ModelCase("LeNet5", batch or 256, (1, 32, 32), dict(fused_net=False), loss="lenet_map",
+                  classes=10, label="LeNet5-layers"),
         ModelCase("AlexNet", batch or (4 if cpu else 128), (3, 227, 227), dict(variant="original")),
     ]

@@ -320,7 +320,7 @@ def run_model_case(case, device, dtype, opts):
     target = torch.randint(0, case.classes, (case.batch,), generator=gen).to(device)
     loss_fn = _loss_fn(case)
     for mode in MODES:
-        res = {"op": "models", "case": case.name, "shape": case.shape, "direction": mode,
+        res = {"op": "models", "case": case.row, "shape": case.shape, "direction": mode,
                "batch": case.batch, "status": "ok", "note": ""}
         runnables = {}
         for impl, model in built.items():

@@ -75,6 +75,23 @@ def rbf_prototypes(dtype=None):
 HEADS = ("rbf", "linear")
 
 
+def _fused_net():
+    """lenetalex.lenet5, or None in a build without it."""
+    import lenetalex
+
+    return getattr(lenetalex, "lenet5", None)
+
+
+_ALL_CONNECTIONS = {}
+
+
+def _all_connections(device):
+    """A dense C3's table, made once per device."""
+    if device not in _ALL_CONNECTIONS:
+        _ALL_CONNECTIONS[device] = torch.ones(16, 6, dtype=torch.bool, device=device)
+    return _ALL_CONNECTIONS[device]
+
+
 class LeNet5(nn.Module):
     """LeNet-5 on (N, 1, 32, 32) input.
 
@@ -82,6 +99,10 @@ class LeNet5(nn.Module):
     head: "rbf" returns the 10 RBF distances y_i (smaller is better; train
     with `loss`, LeCun's MAP criterion); "linear" swaps the RBF units for a
     Linear(84, num_classes) returning logits (train with cross-entropy).
+    fused_net: with impl="fused", run the whole network as one op
+    (lenetalex.lenet5: one pass per block of images, no per-layer tensors)
+    wherever fused_net_args allows; False keeps the per-layer fused ops (the
+    same parameters and numbers to rounding).
     init: "lecun" draws every weight uniformly in +-2.4/F, F the number of
     inputs of the receiving unit (C1 25, S2 4, C3 75/100/150, S4 4, C5 400,
     F6 120), as in the paper's Appendix A. The paper does not say how biases
@@ -91,7 +112,8 @@ class LeNet5(nn.Module):
     function at initialization as the paper's. init="default" is PyTorch's.
     """
 
-    def __init__(self, num_classes=10, c3_table="lecun", head="rbf", impl="fused", init="lecun"):
+    def __init__(self, num_classes=10, c3_table="lecun", head="rbf", impl="fused", init="lecun",
+                 fused_net=True):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -106,6 +128,7 @@ class LeNet5(nn.Module):
         else:
             raise ValueError(f"c3_table must be 'lecun' or 'full', got {c3_table!r}")
         self.num_classes, self.head, self.impl = num_classes, head, impl
+        self.fused_net = fused_net
         conv = dict(activation="scaled_tanh", init=init, impl=impl)
         sub = dict(kernel_size=2, activation="scaled_tanh", init=init, impl=impl)
         self.c1 = lnn.Conv2dActivation(1, 6, 5, **conv)
@@ -122,8 +145,41 @@ class LeNet5(nn.Module):
     LAYERS = ("c1", "s2", "c3", "s4", "c5", "f6", "output")
 
     def forward(self, x):
+        args = self.fused_net_args(x)
+        if args is not None:  # the whole network in one op (lenetalex.lenet5)
+            return _fused_net()(x, *args)
         x = self.c5(self.s4(self.c3(self.s2(self.c1(x)))))
         return self.output(torch.flatten(self.f6(x), 1))
+
+    def fused_net_args(self, x):
+        """The parameters lenetalex.lenet5 takes after the input, when this model
+        runs as that one op on x: impl="fused" and fused_net, the RBF head, the layers as built
+        (scaled tanh, 2x2 subsampling; any C3 table), no hooks on them, and x a
+        CPU float32/float64 tensor (N, 1, 32, 32) of the parameters' dtype (the op
+        has no CUDA kernel yet). Else None: forward runs layer by layer."""
+        if (self.impl != "fused" or not self.fused_net or self.head != "rbf"
+                or not isinstance(x, torch.Tensor)):
+            return None
+        if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
+                or x.dim() != 4 or tuple(x.shape[1:]) != (1, 32, 32)
+                or self.c1.weight.dtype != x.dtype or _fused_net() is None):
+            return None
+        layers = [getattr(self, name) for name in self.LAYERS]
+        if any(m._forward_hooks or m._forward_pre_hooks for m in layers):
+            return None
+        convs, subs = (self.c1, self.c3, self.c5, self.f6), (self.s2, self.s4)
+        if any(m.activation != "scaled_tanh" or m.bias is None for m in convs + subs
+               if hasattr(m, "activation")):
+            return None
+        if any(m.kernel_size != 2 or m.stride not in (None, 2) for m in subs):
+            return None
+        table = self.c3.connection_table
+        if table is None:  # dense C3: all 96 connections
+            table = _all_connections(x.device)
+        return (self.c1.weight, self.c1.bias, self.s2.weight, self.s2.bias,
+                self.c3.weight, self.c3.bias, self.s4.weight, self.s4.bias,
+                self.c5.weight, self.c5.bias, self.f6.weight, self.f6.bias,
+                self.output.prototypes, table)
 
     def predict(self, x):
         """Class indices: the nearest prototype (RBF head) or the largest logit."""

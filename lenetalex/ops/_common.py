@@ -56,19 +56,3 @@ def check_devices(op, input, **others):
 def empty_grad(like):
     """What a backward op returns for a grad its output_mask did not ask for."""
     return like.new_empty((0,))
-
-
-def forbid_double_backward(op):
-    """Registers an autograd formula for lenetalex::<op>_backward that raises:
-    without one, differentiating the backward op (a gradient of the gradient)
-    would silently give zeros."""
-
-    def raise_(ctx, *grads):
-        raise NotImplementedError(
-            f"{op}: double backward (a gradient of the gradient) is not supported; "
-            f"use lenetalex.reference.{op} for higher-order derivatives"
-        )
-
-    torch.library.register_autograd(
-        f"lenetalex::{op}_backward", raise_, setup_context=lambda ctx, inputs, output: None
-    )

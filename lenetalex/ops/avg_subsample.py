@@ -6,24 +6,24 @@ reference: lenetalex.reference.avg_subsample; tests: tests/test_avg_subsample.py
 """
 import torch
 
-from ._common import check_activation, check_devices, empty_grad, forbid_double_backward, pair
+from ._common import check_activation, check_devices, empty_grad, pair
 
-_ops = torch.ops.lenetalex
+_op = torch.ops.lenetalex.avg_subsample.default
 
 
-def avg_subsample(input, weight, bias, kernel_size=2, stride=None, activation="scaled_tanh"):
+def avg_subsample(input, weight, bias=None, kernel_size=2, stride=None, activation="scaled_tanh"):
     """``act(weight[c] * mean of each kernel_size window of input[n, c] + bias[c])`` in one op.
 
-    input (N, C, H, W); weight and bias (C,). kernel_size and stride are an int
-    or a pair; stride defaults to kernel_size. No padding, floor mode: trailing
-    rows and columns that do not fill a window are dropped, as in
-    F.avg_pool2d. activation is one of "scaled_tanh" (LeCun's 1.7159 tanh(2x/3)),
-    "tanh", "relu", "identity".
+    input (N, C, H, W); weight (C,); bias (C,) or None (no shift).
+    kernel_size and stride are an int or a pair; stride defaults to
+    kernel_size. No padding, floor mode: trailing rows and columns that do not
+    fill a window are dropped, as in F.avg_pool2d. activation is one of
+    "scaled_tanh" (LeCun's 1.7159 tanh(2x/3)), "tanh", "relu", "identity".
     """
     check_activation(activation)
     kernel_size = pair(kernel_size, "kernel_size")
     stride = kernel_size if stride is None else pair(stride, "stride")
-    return _ops.avg_subsample(input, weight, bias, kernel_size, stride, activation)
+    return _op(input, weight, bias, kernel_size, stride, activation)
 
 
 def _out_size(size, k, s):
@@ -35,13 +35,13 @@ def _fake(input, weight, bias, kernel_size, stride, activation):
     check_devices("avg_subsample", input, weight=weight, bias=bias)
     torch._check(input.dim() == 4, lambda: "avg_subsample: expected input to be 4-D")
     torch._check(weight.dim() == 1, lambda: "avg_subsample: expected weight to be 1-D")
-    torch._check(bias.dim() == 1, lambda: "avg_subsample: expected bias to be 1-D")
+    torch._check(bias is None or bias.dim() == 1, lambda: "avg_subsample: expected bias to be 1-D")
     n, c, h, w = input.shape
     # The C++ checks' value rules (the kernels that hold them do not run here).
     op = "avg_subsample"
     torch._check_value(min(kernel_size) >= 1 and min(stride) >= 1,
                        lambda: f"{op}: expected kernel_size and stride >= 1")
-    torch._check_value(weight.shape[0] == c and bias.shape[0] == c,
+    torch._check_value(weight.shape[0] == c and (bias is None or bias.shape[0] == c),
                        lambda: f"{op}: expected weight and bias of length {c} (input's channels)")
     torch._check_value(kernel_size[0] <= h and kernel_size[1] <= w,
                        lambda: f"{op}: kernel_size {tuple(kernel_size)} is larger than the input")
@@ -58,31 +58,6 @@ def _fake_backward(grad_output, output, input, weight, kernel_size, stride, acti
     return gx, gw, gb
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, bias, kernel_size, stride, activation = inputs
-    ctx.conf = (kernel_size, stride, activation)
-    # output for every grad (the activation's derivative is taken from it),
-    # weight for grad input, input for grad weight (its window means are
-    # recomputed from it rather than saved) and for its shape.
-    ctx.save_for_backward(input, weight, output)
-
-
-def _backward(ctx, grad):
-    input, weight, output = ctx.saved_tensors
-    mask = list(ctx.needs_input_grad[:3])
-    gx, gw, gb = _ops.avg_subsample_backward(grad, output, input, weight, *ctx.conf, mask)
-    return (
-        gx if mask[0] else None,
-        gw if mask[1] else None,
-        gb if mask[2] else None,
-        None,
-        None,
-        None,
-    )
-
-
-torch.library.register_autograd("lenetalex::avg_subsample", _backward, setup_context=_setup_context)
-forbid_double_backward("avg_subsample")
 
 
 def check_cases(device, dtype):

@@ -10,32 +10,27 @@ tests/test_conv_activation.py.
 """
 import torch
 
-from ._common import (
-    check_activation,
-    check_devices,
-    check_int,
-    empty_grad,
-    forbid_double_backward,
-    pair,
-)
+from ._common import check_activation, check_devices, check_int, empty_grad, pair
 
-_ops = torch.ops.lenetalex
+_op = torch.ops.lenetalex.conv2d_activation.default
 
 
 def conv2d_activation(
-    input, weight, bias=None, stride=1, padding=0, groups=1, activation="scaled_tanh"
+    input, weight, bias=None, stride=1, padding=0, *, groups=1, activation="scaled_tanh"
 ):
     """``act(F.conv2d(input, weight, bias, stride, padding, groups=groups))`` in one op.
 
     input (N, C, H, W); weight (out_channels, C / groups, kH, kW); bias
     (out_channels,) or None; stride and padding an int or a pair. activation is
     one of "scaled_tanh" (LeCun's 1.7159 tanh(2x/3)), "tanh", "relu", "identity".
+
+    groups and activation are keyword-only: F.conv2d's sixth positional
+    argument is dilation, so a positional call copied from it would otherwise
+    pass its dilation as our groups.
     """
     check_activation(activation)
-    return _ops.conv2d_activation(
-        input, weight, bias, pair(stride, "stride"), pair(padding, "padding"),
-        check_int("conv2d_activation", groups, "groups"), activation,
-    )
+    return _op(input, weight, bias, pair(stride, "stride"), pair(padding, "padding"),
+               check_int("conv2d_activation", groups, "groups"), activation)
 
 
 def _out_size(size, k, s, p):
@@ -77,37 +72,6 @@ def _fake_backward(
     return gx, gw, gb
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, groups, activation = inputs
-    ctx.conf = (stride, padding, groups, activation)
-    ctx.has_bias = bias is not None
-    # input is needed for grad_weight, weight for grad_input; output for all
-    # (the activation's derivative is taken from it).
-    ctx.save_for_backward(input, weight, output)
-
-
-def _backward(ctx, grad):
-    input, weight, output = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    mask = [need[0], need[1], ctx.has_bias and need[2]]
-    gx, gw, gb = _ops.conv2d_activation_backward(grad, output, input, weight, *ctx.conf, mask)
-    return (
-        gx if mask[0] else None,
-        gw if mask[1] else None,
-        gb if mask[2] else None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
-torch.library.register_autograd(
-    "lenetalex::conv2d_activation", _backward, setup_context=_setup_context
-)
-
-
-forbid_double_backward("conv2d_activation")
 
 
 # Shapes for `lenetalex check`: LeNet-5's and AlexNet's layers (small batch),
@@ -134,6 +98,6 @@ def check_cases(device, dtype):
     ]
     for name, xs, ws, stride, padding, groups, act in cases:
         x, w, b = t(*xs), t(*ws) / (ws[1] * ws[2] * ws[3]) ** 0.5, t(ws[0])
-        fused = lambda x, w, b, s=stride, p=padding, gr=groups, a=act: conv2d_activation(x, w, b, s, p, gr, a)
-        ref = lambda x, w, b, s=stride, p=padding, gr=groups, a=act: reference.conv2d_activation(x, w, b, s, p, gr, a)
+        fused = lambda x, w, b, s=stride, p=padding, gr=groups, a=act: conv2d_activation(x, w, b, s, p, groups=gr, activation=a)
+        ref = lambda x, w, b, s=stride, p=padding, gr=groups, a=act: reference.conv2d_activation(x, w, b, s, p, groups=gr, activation=a)
         yield name, fused, ref, (x, w, b)

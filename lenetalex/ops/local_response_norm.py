@@ -8,9 +8,9 @@ tests: tests/test_local_response_norm.py.
 
 import torch
 
-from ._common import check_devices, check_int, forbid_double_backward
+from ._common import check_devices, check_int
 
-_ops = torch.ops.lenetalex
+_op = torch.ops.lenetalex.local_response_norm.default
 
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
@@ -42,7 +42,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     sums.
     """
     size = check_int("local_response_norm", size, "size")
-    return _ops.local_response_norm(input, size, float(alpha), float(beta), float(k))
+    return _op(input, size, float(alpha), float(beta), float(k))
 
 
 def _check_fake(input, size):
@@ -67,26 +67,6 @@ def _fake_backward(grad_output, input, size, alpha, beta, k):
     return input.new_empty(input.shape)
 
 
-def _setup_context(ctx, inputs, output):
-    input, size, alpha, beta, k = inputs
-    ctx.conf = (size, alpha, beta, k)
-    # Only the input: the backward recomputes s from it (a sliding window, in
-    # cache), so nothing activation-sized is allocated for backward.
-    ctx.save_for_backward(input)
-
-
-def _backward(ctx, grad):
-    (input,) = ctx.saved_tensors
-    gx = None
-    if ctx.needs_input_grad[0]:
-        gx = _ops.local_response_norm_backward(grad, input, *ctx.conf)
-    return gx, None, None, None, None
-
-
-torch.library.register_autograd(
-    "lenetalex::local_response_norm", _backward, setup_context=_setup_context
-)
-forbid_double_backward("local_response_norm")
 
 
 # Shapes for `lenetalex check`: AlexNet's two LRN layers (small batch and

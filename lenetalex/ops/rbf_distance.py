@@ -9,9 +9,9 @@ tests: tests/test_rbf.py.
 import torch
 
 from ..reference import DEFAULT_MAP_J
-from ._common import check_devices, empty_grad, forbid_double_backward
+from ._common import check_devices, empty_grad
 
-_ops = torch.ops.lenetalex
+_op = torch.ops.lenetalex.rbf_distance.default
 
 
 def rbf_distance(input, prototypes):
@@ -27,7 +27,7 @@ def rbf_distance(input, prototypes):
     Differentiable in both arguments (the prototypes are usually fixed, and
     then no work is spent on their grad).
     """
-    return _ops.rbf_distance(input, prototypes)
+    return _op(input, prototypes)
 
 
 @torch.library.register_fake("lenetalex::rbf_distance")
@@ -49,21 +49,6 @@ def _fake_backward(grad_output, input, prototypes, output_mask):
     return gx, gw
 
 
-def _setup_context(ctx, inputs, output):
-    input, prototypes = inputs
-    # Both grads need both tensors (the differences x - w); the output is not needed.
-    ctx.save_for_backward(input, prototypes)
-
-
-def _backward(ctx, grad):
-    input, prototypes = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
-    gx, gw = _ops.rbf_distance_backward(grad, input, prototypes, mask)
-    return (gx if mask[0] else None, gw if mask[1] else None)
-
-
-torch.library.register_autograd("lenetalex::rbf_distance", _backward, setup_context=_setup_context)
-forbid_double_backward("rbf_distance")
 
 
 _REDUCTIONS = ("mean", "sum", "none")

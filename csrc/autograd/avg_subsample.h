@@ -1,0 +1,90 @@
+// avg_subsample: the Autograd and Autocast kernels (see autograd/common.h).
+// Included once, by autograd/autograd.cpp, which registers them.
+#pragma once
+
+
+#include "autograd/common.h"
+
+namespace lenetalex {
+namespace autograd {
+namespace subsample {
+
+using Forward = at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                           at::IntArrayRef, at::IntArrayRef, c10::string_view);
+using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef,
+    at::IntArrayRef, c10::string_view, std::array<bool, 3>);
+
+const c10::TypedOperatorHandle<Forward>& forward_op() {
+  static const auto op = op_handle<Forward>("lenetalex::avg_subsample");
+  return op;
+}
+
+const c10::TypedOperatorHandle<Backward>& backward_op_handle() {
+  static const auto op = op_handle<Backward>("lenetalex::avg_subsample_backward");
+  return op;
+}
+
+struct AvgSubsampleFunction : public torch::autograd::Function<AvgSubsampleFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                            at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                            c10::string_view activation) {
+    at::Tensor output = below_autograd(
+        [&] { return forward_op().call(input, weight, bias, kernel_size, stride, activation); });
+    // The output for every grad (the activation's derivative is taken from
+    // it), weight for grad_input, input for grad_weight (its window means are
+    // recomputed, never saved) and for its shape.
+    ctx->save_for_backward({input, weight, output});
+    ctx->saved_data["kernel_size"] = kernel_size.vec();
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["activation"] = std::string(activation);
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    return output;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const auto& data = ctx->saved_data;
+    const auto mask = mask_with_optional_bias(ctx, data.at("has_bias").toBool());
+    return grads_asked(mask, 6,
+                       backward_op_handle().call(grads[0], saved[2], saved[0], saved[1],
+                                                 data.at("kernel_size").toIntVector(),
+                                                 data.at("stride").toIntVector(),
+                                                 data.at("activation").toStringRef(), mask));
+  }
+};
+
+at::Tensor autograd_kernel(const at::Tensor& input, const at::Tensor& weight,
+                           const c10::optional<at::Tensor>& bias, at::IntArrayRef kernel_size,
+                           at::IntArrayRef stride, c10::string_view activation) {
+  if (!any_requires_grad({&input, &weight, maybe(bias)})) {
+    return below_autograd(
+        [&] { return forward_op().call(input, weight, bias, kernel_size, stride, activation); });
+  }
+  return AvgSubsampleFunction::apply(input, weight, bias, kernel_size, stride, activation);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_autograd_kernel(
+    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& input,
+    const at::Tensor& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    c10::string_view activation, std::array<bool, 3> output_mask) {
+  const variable_list out =
+      backward_op("avg_subsample", {grad_output, output, input, weight}, [&] {
+        return as_list(backward_op_handle().call(grad_output, output, input, weight, kernel_size,
+                                                 stride, activation, output_mask));
+      });
+  return {out[0], out[1], out[2]};
+}
+
+template <c10::DeviceType Device>
+at::Tensor autocast_kernel(const at::Tensor& input, const at::Tensor& weight,
+                           const c10::optional<at::Tensor>& bias, at::IntArrayRef kernel_size,
+                           at::IntArrayRef stride, c10::string_view activation) {
+  const Autocast<Device> cast;
+  return forward_op().call(cast(input), cast(weight), cast(bias), kernel_size, stride, activation);
+}
+
+}  // namespace subsample
+}  // namespace autograd
+}  // namespace lenetalex
