@@ -12,13 +12,20 @@ Exit 0: every kernel ran and matched; 1: a mismatch; 2: no CUDA device.
 Which kernels a case reaches (see the file comments of csrc/cuda/*.cu):
   conv2d_activation  direct forward (LeNet C1, forced with
                      LENETALEX_CONV_CUDA_KERNEL=direct), implicit-GEMM forward
-                     (AlexNet-like, grouped), grad_input / grad_weight split-K /
-                     grad_bias in the backward
+                     (AlexNet-like, grouped), cuDNN + our bias/activation
+                     epilogue (a large GEMM in float16/bfloat16); in the backward grad_input and
+                     grad_weight on 256x16 (C1, C3), 128x32 (C5 grad_input)
+                     and 64x64 tiles, split-K with its sum for both (C5's
+                     grad_input: K = 3000), grad_bias's two passes
   avg_subsample      2x2/2 and general forward; backward with and without
                      grad_input (the two loops) and the finish kernel
-  local_response_norm  forward; backward with its ring in shared memory and,
-                     for a window too wide for it, in global memory
+  local_response_norm  fixed-window kernels (size 3 or 5) with vector loads
+                     (L % 4 == 0) and without; the general kernels (other
+                     sizes): forward; backward with its ring in shared
+                     memory and, for a window too wide for it, in global memory
   rbf_distance       forward; grad kernel and its slice sum
+  lenet5             the whole network: forward (5 images: a full group and a
+                     padded one), backward with every grad and the reduction
 """
 import argparse
 import os
@@ -30,6 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lenetalex  # noqa: E402
 from lenetalex import reference  # noqa: E402
+from lenetalex.models.lenet import C3_TABLE  # noqa: E402
+from lenetalex.ops.lenet5 import _SHAPES as LENET5_SHAPES, reference_lenet5  # noqa: E402
 
 # max|a - b| / max(max|b|, 1) allowed per dtype (float32 accumulation inside).
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -45,15 +54,24 @@ def _cases():
                         lambda x: reference.local_response_norm(x, size, 1e-4, 0.75, 2.0))
     return [
         ("conv direct lenet_c1", *conv(), [(4, 1, 32, 32), (6, 1, 5, 5), (6,)], "direct"),
+        ("conv gemm lenet_c3", *conv(), [(4, 6, 14, 14), (16, 6, 5, 5), (16,)], "gemm"),
         ("conv gemm lenet_c5", *conv(), [(4, 16, 5, 5), (120, 16, 5, 5), (120,)], "gemm"),
+        # Per group M = 4 * 34 * 34 >= 4096, ocg 64, K 288: cuDNN + epilogue in half types.
+        ("conv cudnn + epilogue", *conv(padding=1, activation="relu"),
+         [(4, 32, 34, 34), (64, 32, 3, 3), (64,)], None),
         ("conv gemm grouped strided relu", *conv(stride=2, padding=1, groups=2, activation="relu"),
          [(2, 8, 15, 13), (12, 4, 3, 3), (12,)], "gemm"),
         ("avg_subsample 2x2", *sub(), [(4, 6, 28, 28), (6,), (6,)], None),
         ("avg_subsample k3 s2", *sub(kernel_size=3, stride=2, activation="tanh"),
          [(3, 5, 11, 9), (5,), (5,)], None),
-        ("lrn size 5 (shared ring)", *lrn(5), [(2, 16, 7, 9)], None),
+        ("lrn size 5 (fixed window)", *lrn(5), [(2, 16, 7, 9)], None),
+        ("lrn size 3 (fixed window, vec4)", *lrn(3), [(2, 70, 4, 8)], None),
+        ("lrn size 4 (shared ring)", *lrn(4), [(2, 16, 7, 9)], None),
         ("lrn size 301 (global ring)", *lrn(301), [(1, 320, 3, 3)], None),
         ("rbf lenet head", lenetalex.rbf_distance, reference.rbf_distance, [(33, 84), (10, 84)], None),
+        ("lenet5 whole network", lambda *t: lenetalex.lenet5(*t, C3_TABLE.to(t[0].device)),
+         lambda *t: reference_lenet5(*t, C3_TABLE.to(t[0].device)),
+         [(5, 1, 32, 32), *LENET5_SHAPES.values(), (10, 84)], None),
     ]
 
 

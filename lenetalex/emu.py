@@ -29,6 +29,8 @@ OPS = (
     "local_response_norm_backward",
     "rbf_distance",
     "rbf_distance_backward",
+    "lenet5",
+    "lenet5_backward",
 )
 SCHEDULES = ("forward", "reverse", "random")
 # What routed() runs each call under: forward and reverse put every pair of

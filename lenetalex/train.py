@@ -44,6 +44,7 @@ and the updates match a single-process run; only rank 0 prints, writes JSON
 and checkpoints.
 """
 import argparse
+import gc
 import json
 import math
 import os
@@ -197,6 +198,14 @@ class Dist:
 
     def close(self):
         if self.owns_group and dist.is_initialized():
+            # Seen once under torch 2.13 (gloo): a rank aborted at exit with
+            # "terminate called without an active exception" after training
+            # had finished. Wait for every rank, and free the DDP wrapper (its
+            # reducer keeps the gloo group and its worker threads alive, and
+            # may sit in a reference cycle) before the group goes, so that no
+            # gloo thread outlives the group or meets interpreter teardown.
+            dist.barrier()
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -141,6 +141,22 @@ def test_forward_noncontiguous_and_channels_last(dtype, kernel):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("act", ["relu", "scaled_tanh"])
+def test_forward_cudnn_and_epilogue(dtype, act):
+    """A large GEMM (per group M = 4624, ocg 64, K 288) in half types, or float32 with TF32
+    off for cuDNN: at::convolution (ATen's CPU conv in the emulator) and our bias +
+    activation kernel."""
+    x, w, b = make((4, 32, 34, 34), (64, 32, 3, 3), dtype)
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        y = lenetalex.conv2d_activation(x, w, b, 1, 1, activation=act)
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
+    assert_close(y, ref64(x, w, b, 1, 1, 1, act), dtype, FACTOR[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_forward_batch_zero(dtype, kernel):
     x, w, b = make((0, 3, 9, 9), (4, 3, 3, 3), dtype)
     y = lenetalex.conv2d_activation(x, w, b, 2, 1)
@@ -236,9 +252,11 @@ def test_backward_noncontiguous_grad_output():
         assert_close(g, exp, torch.float32, 10)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[5]], ids=[CASE_IDS[0], CASE_IDS[5]])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5]],
+                         ids=[CASE_IDS[0], CASE_IDS[2], CASE_IDS[5]])
 def test_backward_is_deterministic(case):
-    """grad_weight is reduced in split-K chunks summed in a fixed order: bitwise repeatable."""
+    """grad_input and grad_weight are reduced in split-K chunks (C5's grad_input: K = 3000)
+    and grad_bias in chunks of images, each summed in a fixed order: bitwise repeatable."""
     _, xs, ws, stride, padding, groups, act = case
     x, w, b = make((8,) + xs[1:], ws, torch.float32)
     y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
@@ -249,6 +267,19 @@ def test_backward_is_deterministic(case):
         again = torch.ops.lenetalex.conv2d_activation_backward(gy, y, x, w, s, p, groups, act, [True] * 3)
         for a, c in zip(first, again):
             assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("xs, ws", [((37, 16, 5, 5), (120, 16, 5, 5)),   # P = 1: 37 chunks of one image
+                                     ((5, 1, 32, 32), (6, 1, 5, 5))])      # 5 chunks, P = 784
+def test_grad_bias_chunked(xs, ws):
+    """grad_bias's two passes (column sums over chunks of images, then per channel), alone."""
+    x, w, b = make(xs, ws, torch.float32)
+    y = lenetalex.conv2d_activation(x, w, b)
+    gy = torch.randn_like(y)
+    _, _, gb = torch.ops.lenetalex.conv2d_activation_backward(
+        gy, y, x, w, [1, 1], [0, 0], 1, "scaled_tanh", [False, False, True])
+    assert_close(gb, backward_oracle(gy, y, x, w, (1, 1), (0, 0), 1, "scaled_tanh")[2],
+                 torch.float32, 10)
 
 
 # --- float64: gradcheck, opcheck, compile ----------------------------------

@@ -309,13 +309,13 @@ def test_fake_kernel_checks_values_too():
 
 
 @pytest.mark.cuda
-@pytest.mark.gpu  # CUDA tensors: the emulator has no lenet5 kernel to route to
-def test_cuda_not_implemented():
+@pytest.mark.gpu  # CUDA tensors (the emulator runs the CUDA kernel on CPU tensors: test_lenet5_cuda.py)
+def test_cuda_tensors_run_the_cuda_kernel():
     args = [t.cuda() for t in _op_args(n=2, dtype=torch.float32)]
-    with pytest.raises(NotImplementedError, match="lenet5: no CUDA kernel"):
-        lenetalex.lenet5(*args)
-    with pytest.raises(NotImplementedError):
-        _ops.lenet5(*args, False)
+    y = lenetalex.lenet5(*args)
+    cpu = lenetalex.lenet5(*[t.cpu() for t in args])
+    assert y.device.type == "cuda"
+    assert_close(y, cpu, torch.float32, 10)
 
 
 # -- when LeNet5(impl="fused") uses it -----------------------------------------
@@ -345,9 +345,11 @@ def test_model_uses_fused_net_exactly_when_allowed(monkeypatch):
 
 @pytest.mark.cuda
 @pytest.mark.gpu  # the model on CUDA tensors: a real GPU
-def test_model_on_cuda_runs_per_layer(monkeypatch):
+def test_model_on_cuda_uses_fused_net(monkeypatch):
     torch.manual_seed(0)
     m = LeNet5().cuda()
     x = images(3, torch.float32).cuda()
-    assert not calls_fused_net(m, x, monkeypatch)
-    assert m(x).shape == (3, 10)
+    assert calls_fused_net(m, x, monkeypatch)
+    assert calls_fused_net(m.half(), x.half(), monkeypatch)
+    assert not calls_fused_net(LeNet5(fused_net=False).cuda(), x, monkeypatch)
+    assert m(x.half()).shape == (3, 10)

@@ -180,6 +180,21 @@ def test_nonfinite_inputs(device, dtype, alpha, beta, k):
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("size", [3, 5])
+def test_fixed_window_paths(device, dtype, size):
+    # On CUDA sizes 3 and 5 take the fixed-window kernels: 4 positions a thread
+    # where L % 4 == 0 and the tensors are 4-element aligned (here L = 32), one
+    # where not (an offset storage), channel chunks with halos (70 channels over
+    # few columns: 3 chunks of 24).
+    x = _input((2, 70, 4, 8), device, dtype, seed=size)
+    check_against_reference(x, size, alpha=0.5, beta=0.75, k=1.0)
+    check_against_reference(x, size, alpha=0.5, beta=0.6, k=2.0)
+    shifted = torch.empty(x.numel() + 1, device=device, dtype=dtype)[1:].view(x.shape)
+    shifted.copy_(x)
+    check_against_reference(shifted, size, alpha=0.5, beta=0.75, k=1.0)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 def test_3d_and_5d(device, dtype):
     for shape in [(3, 7, 10), (2, 6, 1), (2, 7, 3, 4, 5), (1, 9, 2, 1, 3, 2)]:
         for size in (2, 3):

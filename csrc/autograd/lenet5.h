@@ -1,7 +1,8 @@
 // lenet5 (the whole network as one op): its Autograd kernels (see
 // autograd/common.h). Included once, by autograd/autograd.cpp, which registers
-// them. No Autocast kernel: the op is CPU float32/float64 only, and under CPU
-// autocast its float32 inputs pass through unchanged.
+// them. No Autocast kernel: under autocast its inputs pass through unchanged,
+// so the op runs in its inputs' dtype (on CUDA, float32 unless the model was
+// converted to float16/bfloat16).
 //
 // The forward keeps its activations output (save=True; the Python entry
 // lenetalex.lenet5 sets it whenever a grad is wanted), the input and the

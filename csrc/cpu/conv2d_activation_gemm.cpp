@@ -16,22 +16,43 @@
 // plain matrix product with no im2col at all.
 #include <ATen/Parallel.h>
 #include <ATen/ops/addmm.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/zeros.h>
 
 #include <cstring>
 
 #include "cpu/conv2d_activation_cpu.h"
+#include "cpu/scratch.h"
 
 namespace lenetalex {
 inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
+// Products up to this many multiply-adds run as a plain loop: ATen's mm costs
+// about 5-8 us a call (dispatch, tensor wrappers, MKL's setup), which was most
+// of a tiny conv's forward+backward (the bench's overhead row, (1,1,8,8) x
+// (2,1,3,3): three such calls), while the loop takes a few ns per product.
+constexpr int64_t kLoopGemmMacs = 4096;
+
+// c (m x n) = a (m x k) . b (k x n) [+ c], a and b read transposed if asked.
+template <typename T>
+void gemm_loop(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T* c, int64_t ldc, bool accumulate) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      T acc = accumulate ? c[i * ldc + j] : T(0);
+      for (int64_t p = 0; p < k; ++p)
+        acc += (ta ? a[p * lda + i] : a[i * lda + p]) * (tb ? b[j * ldb + p] : b[p * ldb + j]);
+      c[i * ldc + j] = acc;
+    }
+}
+
 template <typename T>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
           int64_t ldb, T* c, int64_t ldc, bool accumulate) {
+  if (m * n * k <= kLoopGemmMacs) {
+    return gemm_loop(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+  }
   const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   auto mat = [&](const T* p, bool t, int64_t rows, int64_t cols, int64_t ld) {
     T* q = const_cast<T*>(p);  // from_blob wants a mutable pointer; these are only read
@@ -52,12 +73,6 @@ template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
                           const double*, int64_t, double*, int64_t, bool);
 
 namespace {
-
-template <typename T>
-T* scratch(at::Tensor& holder, int64_t numel) {
-  holder = at::empty({numel}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-  return holder.mutable_data_ptr<T>();
-}
 
 // How the output is cut into tasks: `images` images side by side per task
 // (several when one image's output is small); with one image, chunks of `rows`
@@ -175,7 +190,7 @@ template <typename T>
 void forward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
   const Geometry geo = plan(s, sizeof(T));
   at::parallel_for(0, geo.tasks, grain(s, geo.tasks), [&](int64_t begin, int64_t end) {
-    at::Tensor col_hold, out_hold;
+    Scratch local;
     T* colbuf = nullptr;
     T* outbuf = nullptr;
     for (int64_t task = begin; task < end; ++task) {
@@ -193,7 +208,7 @@ void forward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
           col = a.x + (n0 * s.c + grp * s.cg) * geo.HW + r0 * s.ow;
           ldcol = geo.HW;
         } else {
-          if (!colbuf) colbuf = scratch<T>(col_hold, geo.K * geo.max_cols);
+          if (!colbuf) colbuf = local.values<T>(geo.K * geo.max_cols);
           im2col(s, a.x, n0, nt, grp, r0, r1, colbuf);
           col = colbuf;
           ldcol = cols;
@@ -205,7 +220,7 @@ void forward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
           c = a.y + (n0 * s.oc + grp * s.ocg) * geo.P + r0 * s.ow;
           ldc = geo.P;
         } else {
-          if (!outbuf) outbuf = scratch<T>(out_hold, s.ocg * geo.max_cols);
+          if (!outbuf) outbuf = local.values<T>(s.ocg * geo.max_cols);
           c = outbuf;
           ldc = cols;
         }
@@ -235,17 +250,17 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
   // slot; slots are fixed ranges of tasks, summed in slot order at the end, so
   // the result does not depend on scheduling.
   const int64_t slots = slots_for(s, geo.tasks);
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  at::Tensor gw_part = a.gw ? at::zeros({slots, wsize}, opts) : at::Tensor();
-  at::Tensor gb_part = a.gb ? at::zeros({slots, s.oc}, opts) : at::Tensor();
+  Scratch scratch;
+  T* gw_part = a.gw ? scratch.values<T>(slots * wsize, true) : nullptr;
+  T* gb_part = a.gb ? scratch.values<T>(slots * s.oc, true) : nullptr;
 
   at::parallel_for(0, slots, grain(s, slots), [&](int64_t slot_begin, int64_t slot_end) {
-    at::Tensor col_hold, gpre_hold;
+    Scratch local;
+    T* gpre = local.values<T>(s.ocg * geo.max_cols);
     T* colbuf = nullptr;
-    T* gpre = scratch<T>(gpre_hold, s.ocg * geo.max_cols);
     for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
-      T* gwp = a.gw ? gw_part.mutable_data_ptr<T>() + slot * wsize : nullptr;
-      T* gbp = a.gb ? gb_part.mutable_data_ptr<T>() + slot * s.oc : nullptr;
+      T* gwp = a.gw ? gw_part + slot * wsize : nullptr;
+      T* gbp = a.gb ? gb_part + slot * s.oc : nullptr;
       const int64_t task_begin = geo.tasks * slot / slots;
       const int64_t task_end = geo.tasks * (slot + 1) / slots;
       for (int64_t task = task_begin; task < task_end; ++task) {
@@ -305,7 +320,7 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
             const T* col = a.x + in_off;
             int64_t ldcol = geo.HW;
             if (!view) {
-              if (!colbuf) colbuf = scratch<T>(col_hold, geo.K * geo.max_cols);
+              if (!colbuf) colbuf = local.values<T>(geo.K * geo.max_cols);
               im2col(s, a.x, n0, nt, grp, r0, r1, colbuf);
               col = colbuf;
               ldcol = cols;
@@ -319,7 +334,7 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
               gemm<T>(true, false, geo.K, cols, s.ocg, wg, geo.K, gpre, cols, a.gx + in_off,
                       geo.HW, false);
             } else {
-              if (!colbuf) colbuf = scratch<T>(col_hold, geo.K * geo.max_cols);
+              if (!colbuf) colbuf = local.values<T>(geo.K * geo.max_cols);
               gemm<T>(true, false, geo.K, cols, s.ocg, wg, geo.K, gpre, cols, colbuf, cols,
                       false);
               col2im_add(s, colbuf, n0, nt, grp, r0, r1, a.gx);
@@ -330,8 +345,7 @@ void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
     }
   });
   // Sum the partials in slot order.
-  auto reduce = [&](const at::Tensor& part, T* out, int64_t size) {
-    const T* p = part.const_data_ptr<T>();
+  auto reduce = [&](const T* p, T* out, int64_t size) {
     at::parallel_for(0, size, grain(s, size, 4096), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         T acc = p[i];

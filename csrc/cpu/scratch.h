@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <vector>
 
 #include <c10/util/Exception.h>
@@ -34,29 +35,37 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
 
-  // n floats, 64-byte aligned, zero-filled if asked; valid until this Scratch ends.
-  float* floats(int64_t n, bool zero = false) {
+  // n values of T (float or double), 64-byte aligned, zero-filled if asked;
+  // valid until this Scratch ends.
+  template <typename T>
+  T* values(int64_t n, bool zero = false) {
+    const int64_t size = std::max<int64_t>(n, 16) * int64_t(sizeof(T));
+    return static_cast<T*>(bytes(size, zero ? n * int64_t(sizeof(T)) : 0));
+  }
+  float* floats(int64_t n, bool zero = false) { return values<float>(n, zero); }
+
+ private:
+  // A block of at least `size` bytes, its first `zeroed` bytes set to zero.
+  void* bytes(int64_t size, int64_t zeroed) {
     Pool& p = pool();
     TORCH_INTERNAL_ASSERT(p.used == next_, "Scratch: buffers taken out of scope order");
     if (next_ == p.blocks.size()) p.blocks.emplace_back();
     Block& b = p.blocks[next_];
     p.used = ++next_;
-    const int64_t want = std::max<int64_t>(n, 16);
-    if (b.size < want) {
+    if (b.size < size) {
       std::free(b.data);
-      b.data = static_cast<float*>(std::aligned_alloc(64, (want * 4 + 63) / 64 * 64));
-      TORCH_CHECK(b.data != nullptr, "lenetalex: out of memory for ", want * 4,
+      b.data = std::aligned_alloc(64, (size + 63) / 64 * 64);
+      TORCH_CHECK(b.data != nullptr, "lenetalex: out of memory for ", size,
                   " bytes of scratch");
-      b.size = want;
+      b.size = size;
     }
-    if (zero) std::memset(b.data, 0, n * sizeof(float));
+    if (zeroed > 0) std::memset(b.data, 0, zeroed);
     return b.data;
   }
 
- private:
   struct Block {
-    float* data = nullptr;
-    int64_t size = 0;
+    void* data = nullptr;
+    int64_t size = 0;  // bytes
   };
   struct Pool {
     std::vector<Block> blocks;

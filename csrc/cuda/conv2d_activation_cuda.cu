@@ -9,18 +9,43 @@
 // Backward (its own op): gpre = grad_output * act'(output) is fused into the
 // loads of three kernels, each deterministic (no atomics):
 //   - grad_input:  implicit GEMM of the transposed conv (gather over outputs);
-//   - grad_weight: implicit GEMM reducing over N*OH*OW, split-K into fixed
-//     chunks (a function of the shape only) written to a float workspace, then
-//     summed in chunk order by sum_splits_kernel;
-//   - grad_bias:   one block per channel, fixed thread assignment, tree reduction.
+//   - grad_weight: implicit GEMM reducing over N*OH*OW;
+//     both split their reduction (K) into fixed chunks when the tiles alone
+//     would not fill the GPU (a function of the shape only), written to a
+//     float workspace, then summed in chunk order by sum_splits_kernel; both
+//     take the tile (64 x 64, 128 x 32 or 256 x 16) that pads their narrow
+//     side least (LeNet: 1..16 channels);
+//   - grad_bias:   two passes: column sums of gpre over chunks of images
+//     (one thread per (channel, pixel) column, coalesced whatever OH*OW is),
+//     then per channel a fixed-order sum of its columns' partials.
 // All kernels accumulate in at::opmath_type (float; double for float64).
+//
+// Forward dispatch, "never slower than cuDNN": where the GEMM is large enough
+// for tensor cores to run at speed (per group M = N*OH*OW >= 4096, N = ocg >=
+// 64, K = cg*KH*KW >= 256: AlexNet's layers at batch >= 2, none of LeNet's)
+// and the dtype is float16/bfloat16, or float32 with TF32 off for cuDNN, the
+// convolution is cuDNN's (at::convolution, no bias) and bias + activation one
+// elementwise pass of ours (bias_activation_kernel). Roofline, H100 SXM, by
+// estimate: our SIMT igemm issues ~33% FFMA of 67 TFLOP/s, ~22 TFLOP/s, in
+// every dtype; cuDNN reaches ~600-800 TFLOP/s of bf16/fp16 tensor cores and
+// ~45-55 TFLOP/s of FP32 SIMT. AlexNet's 170 GFLOP forward at batch 128 is
+// then ~7.7 ms ours against ~0.25 ms (bf16) or ~3.5 ms (fp32, TF32 off) plus
+// the epilogue's read and write of y (~0.2 ms in bf16 for all five layers).
+// LeNet's layers (K <= 150, ocg <= 16, or M = N for C5) are launch-bound on
+// both sides: ours saves the separate bias and activation passes there.
+// float32 with TF32 allowed stays ours: TF32's 10-bit mantissa would miss
+// the float32 tolerance (DESIGN.md: ~1e-4) that callers of this op rely on.
+// The backward stays ours (deterministic, activation gradient fused into its
+// loads). Forcing a kernel (below) turns the dispatch off.
 //
 // Testing knob: LENETALEX_CONV_CUDA_KERNEL=direct|gemm forces the forward's
 // kernel choice (direct falls back to gemm where its tiles don't fit shared
 // memory), so tests can run every shape through both kernels.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/convolution.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -47,25 +72,49 @@ constexpr int64_t kGridYZMax = 65535;
 // grad_weight's split-K aims at this many blocks; a function of the shape only,
 // so the summation order (and the result, bit for bit) is the same on any GPU.
 constexpr int64_t kTargetBlocks = 512;
+// grad_bias's first pass aims at this many threads (one per column and chunk
+// of images); its second pass then reads at most about this many partials
+// beyond one row of columns.
+constexpr int64_t kBiasThreads = 64 * 1024;
 constexpr size_t kDirectSmemMax = 48 * 1024;   // no opt-in needed below this
 constexpr size_t kDirectSmemChunk = 24 * 1024;  // aim for a few blocks per SM
 
 // ---------------------------------------------------------------------------
 // Small kernels: grad_bias and the split-K finish.
 
-// gb[oc] = sum over n, p of gpre[n, oc, p]. Thread t sums the elements
-// t, t + 256, ... then the block reduces in a fixed tree: deterministic.
+// grad_bias, pass 1: partial[chunk][q] = sum over images n of the chunk, in
+// order, of gpre[n][q], q = (oc, pixel) a column of the (N, OC*P) matrix.
+// Threads take consecutive columns, so a warp reads 32 consecutive elements
+// of gy and y for any OH*OW (LeNet's C5 has P = 1).
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-    grad_bias_kernel(const scalar_t* gy, const scalar_t* y, scalar_t* gb, int64_t n_img,
-                     int64_t oc_n, int64_t P, Activation act) {
+    grad_bias_columns_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ y,
+                             at::opmath_type<scalar_t>* __restrict__ partial, int64_t n_img,
+                             int64_t cols, int64_t rows_per_chunk, Activation act) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t q = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (q >= cols) return;
+  const int64_t n0 = int64_t(blockIdx.y) * rows_per_chunk;
+  const int64_t n1 = n0 + rows_per_chunk < n_img ? n0 + rows_per_chunk : n_img;
+  acc_t acc = 0;
+  for (int64_t n = n0; n < n1; ++n) acc += pre_activation_grad<acc_t>(gy, y, n * cols + q, act);
+  partial[int64_t(blockIdx.y) * cols + q] = acc;
+}
+
+// grad_bias, pass 2: gb[oc] = sum of partial[chunk][oc * P + p] over (chunk,
+// p). Thread t sums the elements t, t + 256, ... of that list, then the block
+// reduces in a fixed tree: deterministic. Block oc = blockIdx.x.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    grad_bias_finish_kernel(const at::opmath_type<scalar_t>* __restrict__ partial,
+                            scalar_t* __restrict__ gb, int64_t chunks, int64_t cols, int64_t P) {
   using acc_t = at::opmath_type<scalar_t>;
   LENETALEX_SHARED(acc_t, red, [kThreads]);
   const int64_t oc = blockIdx.x;
   acc_t acc = 0;
-  for (int64_t r = threadIdx.x; r < n_img * P; r += kThreads) {
-    const int64_t n = r / P, pix = r - n * P;
-    acc += pre_activation_grad<acc_t>(gy, y, (n * oc_n + oc) * P + pix, act);
+  for (int64_t e = threadIdx.x; e < chunks * P; e += kThreads) {
+    const int64_t chunk = e / P, pix = e - chunk * P;
+    acc += partial[chunk * cols + oc * P + pix];
   }
   red[threadIdx.x] = acc;
   __syncthreads();
@@ -74,6 +123,23 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
   if (threadIdx.x == 0) gb[oc] = static_cast<scalar_t>(red[0]);
+}
+
+// y = act(y + bias[c]) in place, y (planes = N*OC, P) contiguous: the
+// epilogue of a cuDNN convolution. Blocks stride over planes (one bias value
+// each), threads over a plane's P elements: no division per element.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    bias_activation_kernel(scalar_t* __restrict__ y, const scalar_t* __restrict__ b,
+                           int64_t planes, int64_t oc, int64_t P, Activation act) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t plane = blockIdx.y * int64_t(gridDim.x) + blockIdx.x; plane < planes;
+       plane += int64_t(gridDim.x) * gridDim.y) {
+    const acc_t shift = b != nullptr ? static_cast<acc_t>(b[plane % oc]) : acc_t(0);
+    scalar_t* row = y + plane * P;
+    for (int64_t i = threadIdx.x; i < P; i += kThreads)
+      row[i] = static_cast<scalar_t>(activation_forward<acc_t>(act, static_cast<acc_t>(row[i]) + shift));
+  }
 }
 
 // out[i] = sum over splits s, in order, of ws[s][i].
@@ -91,6 +157,15 @@ __global__ void sum_splits_kernel(const acc_t* ws, scalar_t* out, int64_t numel,
 // ---------------------------------------------------------------------------
 // Host helpers.
 
+// out = the split-K workspace ws (splits x out.numel(), acc_t) summed in split order.
+template <typename scalar_t, typename acc_t>
+void sum_splits(const acc_t* ws, at::Tensor& out, int64_t splits, cudaStream_t stream) {
+  const int64_t numel = out.numel();
+  const int64_t blocks = std::min<int64_t>(ceil_div(numel, kThreads), 4096);
+  launch(sum_splits_kernel<scalar_t, acc_t>, unsigned(blocks), kThreads, 0, stream, ws,
+         out.mutable_data_ptr<scalar_t>(), numel, splits);
+}
+
 // The kernels divide indices within one filter or one image plane in int;
 // everything spanning the batch is int64.
 void check_cuda_limits(const Conv2dShape& s) {
@@ -106,20 +181,69 @@ void check_cuda_limits(const Conv2dShape& s) {
                     " groups are supported on CUDA, got ", s.groups);
 }
 
-template <typename Problem>
-void launch_igemm(const Problem& p, int64_t M, int64_t N, int64_t K, int64_t groups,
-                  int64_t splits, int64_t k_chunk, cudaStream_t stream) {
-  const int64_t m_tiles = ceil_div(M, kBM), n_tiles = ceil_div(N, kBN);
+// The backward's tile: the narrowest N side (16, 32 or 64, BM = 4096 / BN)
+// whose padded C area is least, ties to the wider (fewer gather loads of A
+// per FMA). A function of (M, N) only.
+int pick_bn(int64_t M, int64_t N) {
+  int best = 64;
+  int64_t best_area = ceil_div(M, kTileArea / 64) * (kTileArea / 64) * ceil_div(N, 64) * 64;
+  for (int bn : {32, 16}) {
+    const int64_t bm = kTileArea / bn;
+    const int64_t area = ceil_div(M, bm) * bm * ceil_div(N, bn) * bn;
+    if (area < best_area) best = bn, best_area = area;
+  }
+  return best;
+}
+
+template <typename Problem, int BN>
+void launch_igemm_tile(const Problem& p, int64_t M, int64_t N, int64_t K, int64_t groups,
+                       int64_t splits, int64_t k_chunk, cudaStream_t stream) {
+  const int64_t m_tiles = ceil_div(M, Tile<BN>::kM), n_tiles = ceil_div(N, BN);
   TORCH_CHECK(m_tiles >= 1 && n_tiles >= 1 && splits >= 1, kOp, ": empty GEMM launched");
   TORCH_CHECK_VALUE(m_tiles <= kInt32Max && n_tiles * splits <= kGridYZMax, kOp,
                     ": shape too large for the CUDA grid (", m_tiles, " x ", n_tiles * splits,
                     " tiles)");
   const dim3 grid(unsigned(m_tiles), unsigned(n_tiles * splits), unsigned(groups));
-  launch_bounded<kThreads>(igemm_kernel<Problem>, grid, kThreads, 0, stream, p, M, N, K, k_chunk,
-                           n_tiles);
+  launch_bounded<kThreads>(igemm_kernel<Problem, BN>, grid, kThreads, 0, stream, p, M, N, K,
+                           k_chunk, n_tiles);
+}
+
+template <typename Problem>
+void launch_igemm(const Problem& p, int64_t M, int64_t N, int64_t K, int64_t groups, int bn,
+                  int64_t splits, int64_t k_chunk, cudaStream_t stream) {
+  if (bn == 16) launch_igemm_tile<Problem, 16>(p, M, N, K, groups, splits, k_chunk, stream);
+  else if (bn == 32) launch_igemm_tile<Problem, 32>(p, M, N, K, groups, splits, k_chunk, stream);
+  else launch_igemm_tile<Problem, 64>(p, M, N, K, groups, splits, k_chunk, stream);
+}
+
+// Split-K for a backward GEMM: enough chunks of the reduction to reach about
+// kTargetBlocks blocks, each chunk at least 8 K steps, the grid's y within
+// CUDA's limit. A function of the shape only, so the summation order (and the
+// result, bit for bit) is the same on any GPU.
+struct SplitK {
+  int64_t splits, k_chunk;
+};
+SplitK plan_split_k(int64_t tiles, int64_t n_tiles, int64_t K) {
+  int64_t splits = ceil_div(kTargetBlocks, tiles);
+  const int64_t max_splits = ceil_div(K, 8 * kBK);
+  splits = splits < max_splits ? splits : max_splits;
+  splits = splits < kGridYZMax / n_tiles ? splits : kGridYZMax / n_tiles;
+  splits = splits < 1 ? 1 : splits;
+  const int64_t k_chunk = ceil_div(ceil_div(K, splits), kBK) * kBK;
+  if (k_chunk > 0) return {ceil_div(K, k_chunk), k_chunk};  // no empty chunks
+  return {1, 0};  // empty reduction (empty batch): one pass writes zeros
 }
 
 enum class ForwardKernel { Auto, Direct, Gemm };
+
+// See the file comment: cuDNN's convolution + our epilogue, or our kernels.
+bool use_cudnn_forward(const Conv2dShape& s, at::ScalarType dtype) {
+  const bool big = s.n * s.oh * s.ow >= 4096 && s.ocg >= 64 && s.cg * s.kh * s.kw >= 256;
+  if (!big) return false;
+  if (dtype == at::kHalf || dtype == at::kBFloat16) return true;
+  return dtype == at::kFloat && !at::globalContext().allowTF32CuDNN();
+}
+
 
 ForwardKernel forced_forward_kernel() {
   const char* v = std::getenv("LENETALEX_CONV_CUDA_KERNEL");
@@ -175,6 +299,20 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
   at::Tensor y = at::empty({s.n, s.oc, s.oh, s.ow}, input.options());
   if (y.numel() == 0) return y;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (forced_forward_kernel() == ForwardKernel::Auto && use_cudnn_forward(s, input.scalar_type())) {
+    y = at::convolution(x, w, c10::nullopt, {s.sh, s.sw}, {s.ph, s.pw}, {1, 1}, false, {0, 0},
+                        s.groups).contiguous();
+    const int64_t planes = s.n * s.oc;
+    const dim3 grid(unsigned(std::min<int64_t>(planes, 65535)),
+                    unsigned(std::min<int64_t>(ceil_div(planes, 65535), 65535)));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                    "conv2d_activation_cuda_epilogue", [&] {
+      launch_bounded<kThreads>(bias_activation_kernel<scalar_t>, grid, kThreads, 0, stream,
+          y.mutable_data_ptr<scalar_t>(), has_bias ? b.const_data_ptr<scalar_t>() : nullptr,
+          planes, s.oc, s.oh * s.ow, act);
+    });
+    return y;
+  }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "conv2d_activation_cuda", [&] {
@@ -201,7 +339,9 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
     p.K = s.cg * s.kh * s.kw;
     p.kk = int(s.kh * s.kw);
     p.kw = int(s.kw);
-    launch_igemm(p, s.n * p.P, s.ocg, p.K, s.groups, 1, p.K, stream);
+    // The 64 x 64 tile: the forward's narrow-N layers (LeNet's) take the direct kernel.
+    launch_igemm_tile<ForwardProblem<scalar_t>, 64>(p, s.n * p.P, s.ocg, p.K, s.groups, 1, p.K,
+                                                     stream);
   });
   return y;
 }
@@ -231,32 +371,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
                                   "conv2d_activation_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     if (output_mask[0] && gx.numel() > 0) {
+      const int64_t M = s.n * HW, K = s.ocg * kk;
+      const int bn = pick_bn(M, s.cg);
+      const int64_t n_tiles = ceil_div(s.cg, bn);
+      const SplitK sk =
+          plan_split_k(ceil_div(M, kTileArea / bn) * n_tiles * s.groups, n_tiles, K);
+      at::Tensor ws;
       GradInputProblem<scalar_t> p;
       p.gy = gy.const_data_ptr<scalar_t>();
       p.y = y.const_data_ptr<scalar_t>();
       p.w = w.const_data_ptr<scalar_t>();
       p.gx = gx.mutable_data_ptr<scalar_t>();
+      p.ws = nullptr;
+      if (sk.splits > 1) {
+        ws = at::empty({sk.splits, gx.numel()}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
+        p.ws = ws.mutable_data_ptr<acc_t>();
+      }
       p.s = s;
       p.act = act;
       p.P = P;
       p.HW = HW;
+      p.numel = gx.numel();
       p.kk = int(kk);
       p.kw = int(s.kw);
-      launch_igemm(p, s.n * HW, s.cg, s.ocg * kk, s.groups, 1, s.ocg * kk, stream);
+      launch_igemm(p, M, s.cg, K, s.groups, bn, sk.splits, sk.k_chunk, stream);
+      if (sk.splits > 1) sum_splits<scalar_t>(p.ws, gx, sk.splits, stream);
     }
     if (output_mask[1] && gw.numel() > 0) {
-      // Reduction over R = N*OH*OW, split into `splits` chunks of k_chunk.
+      // Reduction over R = N*OH*OW.
       const int64_t Kw = s.cg * kk, R = s.n * P;
-      const int64_t n_tiles = ceil_div(s.ocg, kBN);
-      const int64_t tiles = ceil_div(Kw, kBM) * n_tiles * s.groups;
-      int64_t splits = ceil_div(kTargetBlocks, tiles);
-      const int64_t max_splits = ceil_div(R, 8 * kBK);  // each chunk >= 8 K steps
-      splits = splits < max_splits ? splits : max_splits;
-      splits = splits < kGridYZMax / n_tiles ? splits : kGridYZMax / n_tiles;
-      splits = splits < 1 ? 1 : splits;
-      const int64_t k_chunk = ceil_div(ceil_div(R, splits), kBK) * kBK;
-      if (k_chunk > 0) splits = ceil_div(R, k_chunk);  // no empty chunks
-      else splits = 1;                                 // empty batch: one pass writes zeros
+      const int bn = pick_bn(Kw, s.ocg);
+      const int64_t n_tiles = ceil_div(s.ocg, bn);
+      const SplitK sk =
+          plan_split_k(ceil_div(Kw, kTileArea / bn) * n_tiles * s.groups, n_tiles, R);
       at::Tensor ws;
       GradWeightProblem<scalar_t> p;
       p.gy = gy.const_data_ptr<scalar_t>();
@@ -264,8 +411,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
       p.x = x.const_data_ptr<scalar_t>();
       p.gw = gw.mutable_data_ptr<scalar_t>();
       p.ws = nullptr;
-      if (splits > 1) {
-        ws = at::empty({splits, gw.numel()}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
+      if (sk.splits > 1) {
+        ws = at::empty({sk.splits, gw.numel()}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
         p.ws = ws.mutable_data_ptr<acc_t>();
       }
       p.s = s;
@@ -275,19 +422,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
       p.Kw = Kw;
       p.kk = int(kk);
       p.kw = int(s.kw);
-      launch_igemm(p, Kw, s.ocg, R, s.groups, splits, k_chunk, stream);
-      if (splits > 1) {
-        const int64_t numel = gw.numel();
-        const int64_t blocks = std::min<int64_t>(ceil_div(numel, kThreads), 4096);
-        launch(sum_splits_kernel<scalar_t, acc_t>, unsigned(blocks), kThreads, 0, stream,
-            p.ws, gw.mutable_data_ptr<scalar_t>(), numel, splits);
-      }
+      launch_igemm(p, Kw, s.ocg, R, s.groups, bn, sk.splits, sk.k_chunk, stream);
+      if (sk.splits > 1) sum_splits<scalar_t>(p.ws, gw, sk.splits, stream);
     }
     if (output_mask[2]) {  // gb has oc >= 1 elements
       TORCH_CHECK_VALUE(s.oc <= kInt32Max, kOp, ": too many output channels for the CUDA grid");
-      launch_bounded<kThreads>(grad_bias_kernel<scalar_t>, unsigned(s.oc), kThreads, 0, stream,
-          gy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-          gb.mutable_data_ptr<scalar_t>(), s.n, s.oc, P, act);
+      const int64_t cols = s.oc * P;
+      if (s.n == 0 || cols == 0) {
+        gb.zero_();  // an empty sum
+      } else {
+        // Chunks of images: about kBiasThreads threads in pass 1, at most one
+        // chunk per image. A function of the shape only (determinism).
+        int64_t chunks = ceil_div(kBiasThreads, cols);
+        chunks = std::clamp<int64_t>(chunks, 1, std::min(s.n, kGridYZMax));
+        const int64_t rows_per_chunk = ceil_div(s.n, chunks);
+        chunks = ceil_div(s.n, rows_per_chunk);
+        const int64_t col_blocks = ceil_div(cols, kThreads);
+        TORCH_CHECK_VALUE(col_blocks <= kInt32Max, kOp, ": output too large for the CUDA grid");
+        at::Tensor partial =
+            at::empty({chunks, cols}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
+        launch_bounded<kThreads>(grad_bias_columns_kernel<scalar_t>,
+            dim3(unsigned(col_blocks), unsigned(chunks)), kThreads, 0, stream,
+            gy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+            partial.mutable_data_ptr<acc_t>(), s.n, cols, rows_per_chunk, act);
+        launch_bounded<kThreads>(grad_bias_finish_kernel<scalar_t>, unsigned(s.oc), kThreads, 0,
+            stream, partial.const_data_ptr<acc_t>(), gb.mutable_data_ptr<scalar_t>(), chunks,
+            cols, P);
+      }
     }
   });
   return {gx, gw, gb};

@@ -10,7 +10,8 @@
 //                M = N*P, N = ocg, K = cg*kk;  epilogue act(C + bias) -> y
 //   grad_input   C[m = (n, ih, iw)][ci]     A = gpre gathered over the output
 //                positions that see (ih, iw) (a transposed conv), B = filters
-//                M = N*HW, N = cg, K = ocg*kk; epilogue plain store -> gx
+//                M = N*HW, N = cg, K = ocg*kk; epilogue plain store -> gx,
+//                or, with split-K (LeNet's C5: K = 3000), a workspace slice
 //   grad_weight  C[m = (ci, kh, kw)][j]     A = input patches (transposed),
 //                B = gpre; M = cg*kk, N = ocg, K = N*P (the reduction);
 //                epilogue: store -> gw, or, with split-K, into a float
@@ -98,10 +99,11 @@ struct GradInputProblem {
   const scalar_t* gy;
   const scalar_t* y;
   const scalar_t* w;
-  scalar_t* gx;
+  scalar_t* gx;  // written when ws is nullptr (one split)
+  acc_t* ws;     // splits x gx.numel() partial sums, or nullptr
   Conv2dShape s;
   Activation act;
-  int64_t P, HW;  // OH*OW, H*W
+  int64_t P, HW, numel;  // OH*OW, H*W, gx.numel()
   int kk, kw;
 
   struct ARow {
@@ -140,14 +142,19 @@ struct GradInputProblem {
   }
 
   struct CRow {
-    scalar_t* out;  // gx at (n, first input channel of the group, ih, iw)
+    int64_t at;  // gx index of (n, first input channel of the group, ih, iw)
   };
   __device__ CRow c_row(int64_t g, int64_t m) const {
     const int64_t n = m / HW, pix = m - n * HW;
-    return {gx + (n * s.c + g * s.cg) * HW + pix};
+    return {(n * s.c + g * s.cg) * HW + pix};
   }
-  __device__ void store(const CRow& r, int64_t, int64_t, int64_t ci, acc_t v) const {
-    r.out[ci * HW] = static_cast<scalar_t>(v);
+  __device__ void store(const CRow& r, int64_t, int64_t split, int64_t ci, acc_t v) const {
+    const int64_t i = r.at + ci * HW;
+    if (ws != nullptr) {
+      ws[split * numel + i] = v;
+    } else {
+      gx[i] = static_cast<scalar_t>(v);
+    }
   }
 };
 

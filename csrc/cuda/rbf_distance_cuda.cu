@@ -111,12 +111,26 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Blocks of grad_kernel per SM that its registers must allow. A thread holds
+// 48 accumulation-type values (P, the running sums, the stage's sums): with a
+// 4-byte type that plus addressing fits 128 registers, so two 256-thread
+// blocks fit an SM's 64K registers (16 warps, 25% occupancy; one block's
+// global loads and barriers then overlap the other's arithmetic). Fully
+// unrolling the 16-step stage loop let ptxas hoist shared loads until it used
+// 159-162 registers (one block, 12.5%); unrolling it by 2 keeps it at 122
+// without spills (sm_90). Doubles need 96 registers for those values alone:
+// forcing two blocks would spill, so they keep one.
+template <typename scalar_t>
+constexpr int grad_min_blocks() {
+  return sizeof(at::opmath_type<scalar_t>) <= 4 ? 2 : 1;
+}
+
 // out[a, b] = -2 sum_c coef(a, c) (Q[c, b] - P[a, b]) over this block's slice
 // of c (blockIdx.z). P (A, D) and Q (C, D) are contiguous; coef(a, c) =
 // g[a * ga + c * gc]. With one slice the result goes to out; with several, the
 // slice's sum (without the -2) goes to partial[slice][a][b].
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, grad_min_blocks<scalar_t>())
     grad_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ q,
                 const scalar_t* __restrict__ g, int64_t A, int64_t C, int64_t D, int64_t ga,
                 int64_t gc, int64_t slice_len, scalar_t* __restrict__ out,
@@ -161,7 +175,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < kReg; ++i)
 #pragma unroll
       for (int jj = 0; jj < kReg; ++jj) part[i][jj] = acc_t(0);
-#pragma unroll
+#pragma unroll 2  // not 16: see grad_min_blocks
     for (int c = 0; c < kDepth; ++c) {
       acc_t coef[kReg], qv[kReg];
 #pragma unroll

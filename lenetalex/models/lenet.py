@@ -82,6 +82,12 @@ def _fused_net():
     return getattr(lenetalex, "lenet5", None)
 
 
+# The dtypes of lenetalex.lenet5's kernels, per device type.
+_FUSED_NET_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+
 _ALL_CONNECTIONS = {}
 
 
@@ -155,12 +161,13 @@ class LeNet5(nn.Module):
         """The parameters lenetalex.lenet5 takes after the input, when this model
         runs as that one op on x: impl="fused" and fused_net, the RBF head, the layers as built
         (scaled tanh, 2x2 subsampling; any C3 table), no hooks on them, and x a
-        CPU float32/float64 tensor (N, 1, 32, 32) of the parameters' dtype (the op
-        has no CUDA kernel yet). Else None: forward runs layer by layer."""
+        tensor (N, 1, 32, 32) of the parameters' dtype that the op's kernels
+        take: float32/float64 on the CPU; float32/float64/float16/bfloat16 on
+        CUDA. Else None: forward runs layer by layer."""
         if (self.impl != "fused" or not self.fused_net or self.head != "rbf"
                 or not isinstance(x, torch.Tensor)):
             return None
-        if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
+        if (x.dtype not in _FUSED_NET_DTYPES.get(x.device.type, ())
                 or x.dim() != 4 or tuple(x.shape[1:]) != (1, 32, 32)
                 or self.c1.weight.dtype != x.dtype or _fused_net() is None):
             return None

@@ -1,10 +1,10 @@
 """lenet5: the whole LeNet-5 forward (C1 -> S2 -> C3 -> S4 -> C5 -> F6 -> RBF
 distances) as one op, and its backward as another.
 
-Schema and checks: csrc/ops/lenet5.cpp; CPU kernels: csrc/cpu/lenet5_cpu.cpp
-(no CUDA kernel yet); autograd (C++): csrc/autograd/lenet5.h; reference:
+Schema and checks: csrc/ops/lenet5.cpp; kernels: csrc/cpu/lenet5_cpu.cpp,
+csrc/cuda/lenet5_cuda.cu; autograd (C++): csrc/autograd/lenet5.h; reference:
 LeNet5(impl="reference"), layer by layer in plain PyTorch; tests:
-tests/test_lenet5.py. LeNet5(impl="fused") calls it whenever its input and
+tests/test_lenet5.py, tests/test_lenet5_cuda.py. LeNet5(impl="fused") calls it whenever its input and
 configuration allow (lenetalex.models.lenet.LeNet5.fused_net_args).
 """
 import torch
@@ -13,7 +13,7 @@ from ._common import check_devices, empty_grad
 
 _ops = torch.ops.lenetalex
 
-BLOCK = 8  # images per block of the kernels' saved-activations layout
+BLOCK = 8  # the saved activations hold whole blocks of 8 images (the CPU kernel's blocks)
 SAVED_PER_IMAGE = 8084  # C1 4704 + S2 1176 + C3 1600 + S4 400 + C5 120 + F6 84
 
 PARAMETERS = ("c1_weight", "c1_bias", "s2_weight", "s2_bias", "c3_weight", "c3_bias",
@@ -34,12 +34,10 @@ def lenet5(input, c1_weight, c1_bias, s2_weight, s2_bias, c3_weight, c3_bias, s4
     1.7159 tanh(2a/3); S2/S4 are weight * window mean + bias.
 
     Differentiable in the input, every parameter and the prototypes (C++
-    autograd; only the grads asked for are computed). CPU, float32 and float64.
+    autograd; only the grads asked for are computed). CPU: float32 and float64;
+    CUDA: float32, float64, float16 and bfloat16 (computed in float32, float64
+    for float64).
     """
-    if input.device.type == "cuda":
-        raise NotImplementedError(
-            "lenet5: no CUDA kernel yet (the CPU one only); LeNet5(impl='fused') runs the "
-            "per-layer fused ops on CUDA")
     tensors = (input, c1_weight, c1_bias, s2_weight, s2_bias, c3_weight, c3_bias, s4_weight,
                s4_bias, c5_weight, c5_bias, f6_weight, f6_bias, prototypes)
     # Keep the layer outputs only when a backward can follow.
@@ -95,10 +93,7 @@ def _fake_backward(grad_distances, activations, input, c1_weight, s2_weight, c3_
 
 def check_cases(device, dtype):
     """Cases for `lenetalex check`: the network at the paper's configuration
-    and with a dense C3, against the reference layers (CPU only)."""
-    if device != "cpu":
-        return
-    from .. import reference
+    and with a dense C3, against the reference layers."""
     from ..models.lenet import C3_TABLE
 
     g = torch.Generator().manual_seed(0)
