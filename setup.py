@@ -5,7 +5,10 @@ Overrides (environment):
   LENETALEX_CUDA=1    force the CUDA build (fails loudly without nvcc / CUDA torch)
   LENETALEX_CUDA=0    force a CPU-only build
   TORCH_CUDA_ARCH_LIST  architectures to compile for (default "8.0;9.0")
-  LENETALEX_NATIVE=0  don't compile the CPU code with -march=native
+  LENETALEX_NATIVE=1  tune the CPU kernels for this machine (-mtune=native; each
+                      ISA variant keeps its own instruction set)
+  LENETALEX_CPU_ISAS  CPU kernel variants to build, e.g. "baseline,avx2" for a
+                      quicker development build (default: all; see below)
   MAX_JOBS            parallel compile jobs (torch's own variable)
   LENETALEX_NO_EXTENSION=1  install the Python package only, for an editable
                       install over an extension already built with
@@ -19,6 +22,7 @@ Compiling CUDA needs nvcc, not a GPU.
 """
 import glob
 import os
+import platform
 import shutil
 import sys
 
@@ -89,13 +93,10 @@ def _extension():
     use_cuda, why = _want_cuda()
     sources = sorted(glob.glob(os.path.join(HERE, "csrc", "*.cpp")))
     sources += sorted(glob.glob(os.path.join(HERE, "csrc", "ops", "*.cpp")))
-    sources += sorted(glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
     sources += sorted(glob.glob(os.path.join(HERE, "csrc", "autograd", "*.cpp")))
     sources = [os.path.relpath(s, HERE) for s in sources]
 
     cxx = ["-O3", "-fopenmp", "-DLENETALEX_OPENMP=1"]
-    if os.environ.get("LENETALEX_NATIVE", "1") != "0":
-        cxx.append("-march=native")
     define_macros = [("LENETALEX_VERSION", '"0.1.0"')]
     kwargs = dict(
         name="lenetalex._C",
@@ -127,6 +128,7 @@ def _extension():
             extra_compile_args={"cxx": cxx},
             **kwargs,
         )
+    _add_cpu_variants(ext)
     _say(f"torch {torch.__version__}, {len(sources)} source files")
     _write_build_config(use_cuda)
     return ext
@@ -181,6 +183,92 @@ def _write_build_config(use_cuda):
         f.write(f"PYTHON_VERSION = {sys.version.split()[0]!r}\n")
 
 
+# ---- CPU ISA variants ---------------------------------------------------------
+# csrc/cpu/*.cpp is compiled once per instruction set and linked into _C; the
+# variant in use is picked at run time (csrc/cpu/isa.h, csrc/cpu_isa.cpp), as
+# ATen does with CPU_CAPABILITY. The flags here and the CPU features
+# cpu_isa.cpp checks before running a variant must agree. Index = cpu_isa.h's.
+CPU_VARIANTS = [
+    ("baseline", ["-msse4.2", "-mpopcnt"]),  # x86-64-v2's vector part
+    ("avx2", ["-mavx2", "-mfma", "-mf16c"]),
+    ("avx512", ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"]),
+]
+
+# The first two change no result (no reassociation, no approximations; the
+# kernels never read errno or FP exception flags). -fno-trapping-math lets gcc
+# vectorize loops with selects (tanh_vec's, LRN's s^-0.75) without AVX-512's
+# masks: with the default, gcc 12 if-converts no select while a division might
+# trap ("control flow in loop" in -fopt-info-vec), so the AVX2 and SSE builds
+# left the activation epilogues and LRN's rows scalar, and lenet5_cpu.cpp's
+# squash loop (tanh over 8-image vectors; 72% of its forward's perf samples
+# when scalar) stays scalar in every variant (-fopt-info-vec, avx2 variant: the
+# loop at its squash_values vectorizes with the flag, not without). -fno-math-errno
+# lets std::sqrt vectorize.
+# -Wno-unknown-pragmas: ATen's vector headers (at::vec) carry "#pragma unroll"
+# for other compilers, and gcc 12 cannot silence that around an #include
+# (the diagnostic pragma is ignored for preprocessor warnings).
+CPU_VARIANT_COMMON = ["-fno-trapping-math", "-fno-math-errno", "-Wno-unknown-pragmas"]
+
+
+def _cpu_variants():
+    """[(index, name, flags)] to build: all three on x86-64, the baseline alone
+    (the compiler's defaults) elsewhere. The baseline is always built: its
+    compile registers the ops' CPU kernels."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return [(0, "baseline", [])]
+    wanted = os.environ.get("LENETALEX_CPU_ISAS", "").replace(" ", "")
+    names = [n for n in wanted.split(",") if n] or [n for n, _ in CPU_VARIANTS]
+    unknown = set(names) - {n for n, _ in CPU_VARIANTS}
+    if unknown:
+        raise RuntimeError(f"LENETALEX_CPU_ISAS: unknown variants {sorted(unknown)}; "
+                           f"expected some of {[n for n, _ in CPU_VARIANTS]}")
+    tune = ["-mtune=native"] if os.environ.get("LENETALEX_NATIVE", "0") == "1" else []
+    return [(i, n, f + CPU_VARIANT_COMMON + tune) for i, (n, f) in enumerate(CPU_VARIANTS)
+            if n in names or n == "baseline"]
+
+
+def _add_cpu_variants(ext):
+    ext.cpu_variant_sources = sorted(
+        os.path.relpath(s, HERE) for s in glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
+    ext.cpu_variants = _cpu_variants()
+    # A changed kernel source or header relinks _C (the objects are ninja's business).
+    ext.depends = list(ext.depends) + sorted(
+        os.path.relpath(s, HERE) for s in glob.glob(os.path.join(HERE, "csrc", "**", "*.h"),
+                                                      recursive=True)) + ext.cpu_variant_sources
+    for _, name, flags in ext.cpu_variants:
+        _say(f"CPU kernels, {name} variant: {' '.join(flags) or 'compiler defaults'}")
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    """torch's BuildExtension, plus the CPU kernels once per ISA variant: each
+    variant's objects (own flags, own LENETALEX_ISA_NS) in their own folder of
+    build_temp, through the same ninja compile, then linked into _C after the
+    objects compiled once (the linker keeps the first copy of an inline
+    function, so any copy shared with code outside the variants is the
+    portable one)."""
+
+    def build_extension(self, ext):
+        variants = getattr(ext, "cpu_variants", [])
+        if variants:
+            cxx = ext.extra_compile_args
+            cxx = list(cxx["cxx"] if isinstance(cxx, dict) else cxx)
+            objects = []
+            for index, name, flags in variants:
+                # ATen's own names too: at::vec::Vectorized then takes this
+                # variant's vectors, in its own namespace (at::vec::AVX2, ...).
+                cap = {"baseline": "DEFAULT", "avx2": "AVX2", "avx512": "AVX512"}[name]
+                macros = list(ext.define_macros) + [
+                    ("LENETALEX_ISA_NS", f"isa_{name}"), ("LENETALEX_ISA_ID", str(index)),
+                    ("CPU_CAPABILITY", cap), (f"CPU_CAPABILITY_{cap}", None)]
+                objects += self.compiler.compile(
+                    ext.cpu_variant_sources, output_dir=os.path.join(self.build_temp, f"isa-{name}"),
+                    macros=macros, include_dirs=ext.include_dirs, debug=self.debug,
+                    extra_postargs=cxx + flags, depends=ext.depends)
+            ext.extra_objects = objects + [o for o in (ext.extra_objects or []) if o not in objects]
+            ext.depends = [d for d in ext.depends if d not in objects] + objects
+        super().build_extension(ext)
+
+
 if os.environ.get("LENETALEX_EMU") == "1" or os.environ.get("LENETALEX_EMU_ASAN") == "1":
     EXT_MODULES = [_emu_extension()]
 elif os.environ.get("LENETALEX_NO_EXTENSION") == "1":
@@ -191,5 +279,5 @@ else:
 
 setup(
     ext_modules=EXT_MODULES,
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -7,7 +7,7 @@ Call the fused layers as you would torch.nn.functional:
 
 lenetalex.reference holds the same functions in plain PyTorch.
 """
-from ._loader import build_info, load_library
+from ._loader import build_info, cpu_isas, load_library, set_cpu_isa
 
 _C = load_library()  # registers torch.ops.lenetalex.* before the Python side below
 
@@ -27,6 +27,7 @@ __all__ = [
     "avg_subsample",
     "build_info",
     "conv2d_activation",
+    "cpu_isas",
     "lenet5",
     "lenet_map_loss",
     "local_response_norm",
@@ -34,4 +35,5 @@ __all__ = [
     "nn",
     "rbf_distance",
     "reference",
+    "set_cpu_isa",
 ]

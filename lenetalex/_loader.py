@@ -11,6 +11,9 @@ def load_library():
         from . import _C  # noqa: F401  (registers the ops)
     except ImportError as exc:
         raise ImportError(_explain_failure(exc)) from exc
+    # Chooses the CPU kernel variant now, so that a bad LENETALEX_CPU_ISA
+    # raises here, naming the variable, rather than in the first op.
+    _C.cpu_isa()
     return _C
 
 
@@ -37,8 +40,9 @@ def _explain_failure(exc):
 
 def build_info():
     """What this installation of lenetalex was built with: a dict with `version`,
-    `torch`, `cuda_compiled` (bool), `cuda_arch_list` (list of str) and
-    `openmp` (bool)."""
+    `torch`, `cuda_compiled` (bool), `cuda_arch_list` (list of str), `openmp`
+    (bool), `cpu_isa` (the CPU kernel variant in use: "baseline", "avx2" or
+    "avx512") and `cpu_isa_compiled` (the variants this binary holds)."""
     from . import _C
 
     flags = _C.compiled_flags()
@@ -49,4 +53,27 @@ def build_info():
         "cuda_compiled": bool(flags["cuda_compiled"]),
         "cuda_arch_list": archs,
         "openmp": bool(flags["openmp"]),
+        "cpu_isa": _C.cpu_isa(),
+        "cpu_isa_compiled": [name for name, compiled, _ in _C.cpu_isa_variants() if compiled],
     }
+
+
+def cpu_isas():
+    """The CPU kernel variants this binary holds and this CPU runs, best last:
+    some of "baseline", "avx2", "avx512"."""
+    from . import _C
+
+    return [name for name, compiled, supported in _C.cpu_isa_variants() if compiled and supported]
+
+
+def set_cpu_isa(isa):
+    """Run the CPU kernels of variant `isa` ("baseline", "avx2", "avx512", or
+    "auto" for the best this CPU runs) from now on, in every thread; returns
+    the variant now in use. The LENETALEX_CPU_ISA environment variable sets the
+    same at import. Raises ValueError for an unknown name and RuntimeError for
+    a variant this binary lacks or this CPU cannot run."""
+    from . import _C
+
+    if not isinstance(isa, str):
+        raise TypeError(f"set_cpu_isa: expected isa to be a str, got {type(isa).__name__}")
+    return _C.set_cpu_isa(isa)

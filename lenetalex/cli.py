@@ -17,6 +17,8 @@ def cmd_info(args):
     print(f"  CUDA kernels     {'compiled' if info['cuda_compiled'] else 'not compiled'}"
           + (f" for {', '.join(info['cuda_arch_list'])}" if info["cuda_arch_list"] else ""))
     print(f"  OpenMP           {info['openmp']}")
+    print(f"  CPU kernels      {info['cpu_isa']} (compiled: {', '.join(info['cpu_isa_compiled'])}; "
+          f"this CPU runs: {', '.join(lenetalex.cpu_isas())}; LENETALEX_CPU_ISA chooses)")
     print(f"  CPU              {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     if torch.cuda.is_available():

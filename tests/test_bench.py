@@ -68,9 +68,49 @@ def test_throughput_and_limits(all_ops_report):
         assert r["bound"] == ("compute" if compute else "memory")
         assert r["throughput_unit"] == ("GFLOP/s" if compute else "GB/s")
         work = r["flops"] if compute else r["bytes"]
-        limit = lim["matmul_flops_per_s"] if compute else lim["copy_bytes_per_s"]
+        limit = lim["compute_flops_per_s"] if compute else lim["copy_bytes_per_s"]
         assert r["fused_throughput"] == pytest.approx(work / r["fused_s"] / 1e9)
         assert r["fused_pct_of_limit"] == pytest.approx(100 * work / r["fused_s"] / limit)
+
+
+def test_cpu_compute_limit_is_the_variants_peak_fma(all_ops_report):
+    dev = _device(all_ops_report)
+    lim = dev["limits"]
+    assert lim["compute_limit"] == "peak FMA"
+    assert lim["compute_flops_per_s"] == lim["peak_fma_flops_per_s"] > 0
+    assert lim["matmul_flops_per_s"] > 0  # still measured, shown beside it
+    assert dev["cpu_isa"] == lenetalex.build_info()["cpu_isa"] and dev["cores"] == os.cpu_count()
+    text = report.render(all_ops_report)
+    assert f"{dev['cpu_isa']} kernels, {os.cpu_count()} cores" in text
+    assert "peak FMA float32" in text and "for comparison" in text
+
+
+def test_isa_runs_the_suite_once_per_variant():
+    before = lenetalex.build_info()["cpu_isa"]
+    variants = lenetalex.cpu_isas()
+    rep = bench.run(ops=["rbf"], isa="all", **FAST)
+    cpus = [d for d in rep["devices"] if d["device"] == "cpu"]
+    assert [d["cpu_isa"] for d in cpus] == variants == rep["settings"]["cpu_isas"]
+    for d in cpus:
+        assert d["limits"]["peak_fma_flops_per_s"] > 0
+        assert all(r["status"] == "ok" for r in d["results"])
+    assert lenetalex.build_info()["cpu_isa"] == before  # restored
+    with pytest.raises(ValueError, match="not runnable here"):
+        bench.run(ops=["rbf"], isa=["avx1024"], **FAST)
+
+
+def test_isa_argument_and_results_name():
+    p = build_parser()
+    assert p.parse_args(["bench", "--isa"]).isa == "all"
+    assert p.parse_args(["bench", "--isa", "baseline,avx2"]).isa == ["baseline", "avx2"]
+    assert p.parse_args(["bench"]).isa is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["bench", "--isa", "sse"])
+    dev = {"device": "cpu", "device_name": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz",
+           "cpu_isa": "avx512"}
+    assert report.results_name(dev) == "cpu-intel-xeon-platinum-8375c-avx512"
+    assert report.results_name({**dev, "device_name": "AMD EPYC 7B13", "cpu_isa": "avx2"}) == (
+        "cpu-amd-epyc-7b13-avx2")
 
 
 def test_work_counts():

@@ -286,6 +286,8 @@ def test_bad_backward_input():
 def test_winograd_independent_of_thread_count(name):
     # The Winograd (and polyphase) passes split their work by image and by
     # Winograd point, never by thread: bitwise the same with 1 and 2 threads.
+    if lenetalex.build_info()["cpu_isa"] != "avx512":  # elsewhere the GEMM path takes these
+        pytest.skip("the Winograd path runs in the avx512 CPU variant only")
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
     runs, old = [], torch.get_num_threads()
     for threads in (1, 2):

@@ -26,9 +26,11 @@
 #include "common/activation.h"
 #include "common/grads.h"
 #include "cpu/huge_pages.h"
+#include "cpu/isa.h"
 #include "ops/avg_subsample.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace {
 
 // Calls f with the activation as a compile-time constant, so that the switch in
@@ -330,9 +332,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> avg_subsample_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lenetalex, CPU, m) {
-  m.impl("avg_subsample", &avg_subsample_cpu);
-  m.impl("avg_subsample_backward", &avg_subsample_backward_cpu);
-}
+// Every ISA variant fills its table; the baseline registers the one CPU
+// kernel per op, which calls the active variant (cpu/isa.h).
+LENETALEX_CPU_KERNEL(avg_subsample, avg_subsample_cpu)
+LENETALEX_CPU_KERNEL(avg_subsample_backward, avg_subsample_backward_cpu)
 
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -1,17 +1,18 @@
-// conv2d_activation on the CPU, image-batched direct path (float32, AVX-512):
-// LeNet-like layers (few channels, small kernels, stride 1).
+// conv2d_activation on the CPU, image-batched direct path (float32, AVX2 or
+// AVX-512): LeNet-like layers (few channels, small kernels, stride 1).
 //
 // With 1 to 16 channels, vectorizing over channels or output columns wastes
-// most of each 16-float vector. Here a vector holds one value of 16 different
-// images instead, so every lane is used whatever the channel counts: a task
-// takes a block of 16 images, transposes them to [channel][row][col][16 images]
-// ("lanes"), and the convolution becomes scalar-looking code on vectors:
+// most of each vector. Here a vector holds one value of V different images
+// instead (V = 16 with AVX-512, 8 with AVX2), so every lane is used whatever
+// the channel counts: a task takes a block of V images, transposes them to
+// [channel][row][col][V images] ("lanes"), and the convolution becomes
+// scalar-looking code on vectors:
 //   forward:     Yb[o][p] = sum W[o][c][i][j] * Xb[c][p + (i, j)]          (conv_tile)
 //   grad_input:  the same kernel on the padded gpre with flipped weights   (conv_tile)
 //   grad_weight: gw[o][c][i][j] += sum_p gpre[o][p] * Xb[c][p + (i, j)]    (wgrad_tile)
 // Each tile keeps B channels x R columns of accumulators in registers. The
 // epilogue (bias + activation) runs on the lanes while the tile is in cache,
-// before the 16x16 transposes back to NCHW; the backward's prologue builds
+// before the VxV transposes back to NCHW; the backward's prologue builds
 // gpre = grad_output * act'(output) the same way. grad_weight and grad_bias
 // are per-slot vector partials, summed in a fixed order at the end.
 #include <ATen/Parallel.h>
@@ -22,13 +23,56 @@
 #include "cpu/conv2d_activation_simd.h"
 #include "cpu/scratch.h"
 
+// The tiles are written on at::vec::Vectorized<float> (ATen's vector type, in
+// this variant's width: CPU_CAPABILITY, set by setup.py), which compiles to
+// the same FMAs as hand-written intrinsics; only the AVX2 and AVX-512 variants
+// take this path (the baseline's Vectorized is an emulated 8-lane array, no
+// faster than the GEMM path).
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+#include <ATen/cpu/vec/vec.h>
+#define LENETALEX_CONV_LANES 1
+#else
+#define LENETALEX_CONV_LANES 0
+#endif
+
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
-#if LENETALEX_CONV_SIMD
+#if LENETALEX_CONV_LANES
 namespace {
 
-using simd::V;
+using Vec = at::vec::Vectorized<float>;
+constexpr int V = Vec::size();  // images per block: 16 with AVX-512, 8 with AVX2
+static_assert(V == 8 || V == 16, "the batched path expects AVX2 or AVX-512 vectors");
+// Vector registers a tile may fill: 32 zmm with AVX-512, 16 ymm with AVX2.
+constexpr int kRegs = V == 16 ? 32 : 16;
+
+// Images to lanes: dst[q*V + t] = src[t*ld + q] for q < n; lanes t >= nt are 0.
+void pack_lanes(const float* src, int64_t ld, int nt, int64_t n, float* dst) {
+#if LENETALEX_CONV_SIMD
+  simd::pack_lanes(src, ld, nt, n, dst);
+#else
+  int64_t q = 0;
+  if (nt == V)
+    for (; q + V <= n; q += V) at::vec::transpose_mxn<float, V, V>(src + q, ld, dst + q * V, V);
+  for (; q < n; ++q)
+    for (int t = 0; t < V; ++t) dst[q * V + t] = t < nt ? src[t * ld + q] : 0.0f;
+#endif
+}
+
+// Lanes to images: dst[t*ld + q] = src[q*V + t] for q < n, t < nt.
+void unpack_lanes(const float* src, int64_t n, float* dst, int64_t ld, int nt) {
+#if LENETALEX_CONV_SIMD
+  simd::unpack_lanes(src, n, dst, ld, nt);
+#else
+  int64_t q = 0;
+  if (nt == V)
+    for (; q + V <= n; q += V) at::vec::transpose_mxn<float, V, V>(src + q * V, V, dst + q, ld);
+  for (; q < n; ++q)
+    for (int t = 0; t < nt; ++t) dst[t * ld + q] = src[q * V + t];
+#endif
+}
 
 // Yb[b][r] = sum over c, kernel rows i in [i0, i1), j of w[c][i][j][b] *
 // x[c][i][r + j] for B output channels (planes oplane apart) and R output
@@ -37,24 +81,24 @@ using simd::V;
 template <int B, int R>
 void conv_tile(const float* x, int64_t C, int64_t kh, int64_t i0, int64_t i1, int64_t kw,
                int64_t xplane, int64_t xrow, const float* w, float* out, int64_t oplane) {
-  __m512 acc[B][R];
+  Vec acc[B][R];
 #pragma GCC unroll 16
   for (int b = 0; b < B; ++b)
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) acc[b][r] = _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) acc[b][r] = Vec(0.0f);
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t i = i0; i < i1; ++i) {
       const float* xr = x + c * xplane + i * xrow;
       const float* wr = w + (c * kh + i) * kw * B;
       for (int64_t j = 0; j < kw; ++j) {
-        __m512 wv[B];
+        Vec wv[B];
 #pragma GCC unroll 16
-        for (int b = 0; b < B; ++b) wv[b] = _mm512_set1_ps(wr[j * B + b]);
+        for (int b = 0; b < B; ++b) wv[b] = Vec(wr[j * B + b]);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
-          const __m512 xv = _mm512_load_ps(xr + (j + r) * V);
+          const Vec xv = Vec::loadu(xr + (j + r) * V);
 #pragma GCC unroll 16
-          for (int b = 0; b < B; ++b) acc[b][r] = _mm512_fmadd_ps(wv[b], xv, acc[b][r]);
+          for (int b = 0; b < B; ++b) acc[b][r] = at::vec::fmadd(wv[b], xv, acc[b][r]);
         }
       }
     }
@@ -62,7 +106,7 @@ void conv_tile(const float* x, int64_t C, int64_t kh, int64_t i0, int64_t i1, in
 #pragma GCC unroll 16
   for (int b = 0; b < B; ++b)
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) _mm512_store_ps(out + b * oplane + r * V, acc[b][r]);
+    for (int r = 0; r < R; ++r) acc[b][r].store(out + b * oplane + r * V);
 }
 
 // out[b][r] += sum over output pixels (oh, ow) of g[b][oh][ow] * x[oh][ow + r]:
@@ -71,23 +115,23 @@ void conv_tile(const float* x, int64_t C, int64_t kh, int64_t i0, int64_t i1, in
 template <int B, int R>
 void wgrad_tile(const float* g, int64_t gplane, int64_t grow, const float* x, int64_t xrow,
                 int64_t oh_n, int64_t ow_n, float* out, int64_t ostride) {
-  __m512 acc[B][R];
+  Vec acc[B][R];
 #pragma GCC unroll 16
   for (int b = 0; b < B; ++b)
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) acc[b][r] = _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) acc[b][r] = Vec(0.0f);
   for (int64_t oh = 0; oh < oh_n; ++oh) {
     const float* gr = g + oh * grow;
     const float* xr = x + oh * xrow;
     for (int64_t ow = 0; ow < ow_n; ++ow) {
-      __m512 gv[B];
+      Vec gv[B];
 #pragma GCC unroll 16
-      for (int b = 0; b < B; ++b) gv[b] = _mm512_load_ps(gr + b * gplane + ow * V);
+      for (int b = 0; b < B; ++b) gv[b] = Vec::loadu(gr + b * gplane + ow * V);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const __m512 xv = _mm512_load_ps(xr + (ow + r) * V);
+        const Vec xv = Vec::loadu(xr + (ow + r) * V);
 #pragma GCC unroll 16
-        for (int b = 0; b < B; ++b) acc[b][r] = _mm512_fmadd_ps(gv[b], xv, acc[b][r]);
+        for (int b = 0; b < B; ++b) acc[b][r] = at::vec::fmadd(gv[b], xv, acc[b][r]);
       }
     }
   }
@@ -96,14 +140,14 @@ void wgrad_tile(const float* g, int64_t gplane, int64_t grow, const float* x, in
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       float* o = out + b * ostride + r * V;
-      _mm512_store_ps(o, _mm512_add_ps(_mm512_load_ps(o), acc[b][r]));
+      (Vec::loadu(o) + acc[b][r]).store(o);
     }
 }
 
-// Tiles exist for B <= 6 channels and R columns with B*R + B + 1 <= 32
+// Tiles exist for B <= 6 channels and R columns with B*R + B + 1 <= kRegs
 // registers (accumulators, broadcast weights or loaded gpre, one operand).
 constexpr int kMaxB = 6, kMaxR = 16;
-constexpr int max_r(int b) { return b == 1 ? 16 : (32 - 1 - b) / b; }
+constexpr int max_r(int b) { return std::min(kMaxR, (kRegs - 1 - b) / b); }
 
 using ConvTileFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                             int64_t, const float*, float*, int64_t);
@@ -167,7 +211,7 @@ struct Plan {
   Tile ft;            // forward tile (output channels x output columns)
   int64_t ocp, owp;   // output channels and columns rounded up to the tile
   int64_t hp, wp;     // padded input plane (forward and grad_weight)
-  int64_t blocks;     // 16-image blocks
+  int64_t blocks;     // V-image blocks
 };
 
 Plan make_plan(const Conv2dShape& s) {
@@ -184,7 +228,7 @@ Plan make_plan(const Conv2dShape& s) {
 }
 
 // Xb[c][ph + ih][pw + iw][t] = x[n0 + t][c0 + c][ih][iw]; the border stays as
-// zeroed at allocation. tmp holds one H*W*16 plane.
+// zeroed at allocation. tmp holds one H*W*V plane.
 void pack_input(const Conv2dShape& s, const Plan& p, const float* x, int64_t n0, int nt,
                 int64_t c0, int64_t channels, float* xb, float* tmp) {
   const int64_t hw = s.h * s.w, ld = s.c * hw;
@@ -192,10 +236,10 @@ void pack_input(const Conv2dShape& s, const Plan& p, const float* x, int64_t n0,
     const float* src = x + n0 * ld + (c0 + c) * hw;
     float* plane = xb + c * p.hp * p.wp * V;
     if (s.ph == 0 && s.pw == 0 && p.wp == s.w) {
-      simd::pack_lanes(src, ld, nt, hw, plane);
+      pack_lanes(src, ld, nt, hw, plane);
       continue;
     }
-    simd::pack_lanes(src, ld, nt, hw, tmp);
+    pack_lanes(src, ld, nt, hw, tmp);
     for (int64_t ih = 0; ih < s.h; ++ih)
       std::memcpy(plane + ((s.ph + ih) * p.wp + s.pw) * V, tmp + ih * s.w * V,
                   s.w * V * sizeof(float));
@@ -263,10 +307,10 @@ void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation 
           bias_act_row<decltype(A)::value, float>(plane, plane, oplane, a.b ? a.b[oc] : 0.0f);
           float* dst = a.y + (n0 * s.oc + oc) * p.P;
           if (p.owp == s.ow) {
-            simd::unpack_lanes(plane, p.P, dst, s.oc * p.P, nt);
+            unpack_lanes(plane, p.P, dst, s.oc * p.P, nt);
           } else {
             for (int64_t oh = 0; oh < s.oh; ++oh)
-              simd::unpack_lanes(plane + oh * p.owp * V, s.ow, dst + oh * s.ow, s.oc * p.P, nt);
+              unpack_lanes(plane + oh * p.owp * V, s.ow, dst + oh * s.ow, s.oc * p.P, nt);
           }
         }
       });
@@ -328,8 +372,8 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
         with_activation(act, [&](auto A) {
           for (int64_t o = 0; o < s.ocg; ++o) {
             const int64_t oc = g * s.ocg + o, off = (n0 * s.oc + oc) * p.P;
-            simd::pack_lanes(a.gy + off, s.oc * p.P, nt, p.P, tg);
-            simd::pack_lanes(a.yo + off, s.oc * p.P, nt, p.P, ty);
+            pack_lanes(a.gy + off, s.oc * p.P, nt, p.P, tg);
+            pack_lanes(a.yo + off, s.oc * p.P, nt, p.P, ty);
             grad_pre_row<decltype(A)::value, float>(tg, ty, tg, p.P * V);
             if (gbv) {
               float* acc = gbv + (slot * s.oc + oc) * V;
@@ -368,7 +412,7 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
           for (int64_t c = 0; c < s.cg; ++c) {
             float* dst = a.gx + (n0 * s.c + g * s.cg + c) * s.h * s.w;
             for (int64_t ih = 0; ih < s.h; ++ih)
-              simd::unpack_lanes(gxb + c * xoplane + ih * wr * V, s.w, dst + ih * s.w,
+              unpack_lanes(gxb + c * xoplane + ih * wr * V, s.w, dst + ih * s.w,
                                  s.c * s.h * s.w, nt);
           }
         }
@@ -405,7 +449,7 @@ void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation
   }
 }
 
-#else  // no AVX-512: the GEMM path takes every call
+#else  // the baseline variant: the GEMM path takes these calls
 
 bool batched_supported(const Conv2dShape&) { return false; }
 void forward_batched(const Conv2dShape&, const ConvArgs<float>&, Activation) {}
@@ -414,4 +458,5 @@ void backward_batched(const Conv2dShape&, const ConvArgs<float>&, Activation) {}
 #endif
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

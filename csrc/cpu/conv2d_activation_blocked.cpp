@@ -29,6 +29,7 @@
 #include "cpu/scratch.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
 #if LENETALEX_CONV_SIMD
@@ -420,4 +421,5 @@ void backward_blocked(const Conv2dShape&, const ConvArgs<float>&, Activation) {}
 #endif
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

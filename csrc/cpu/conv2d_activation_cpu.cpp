@@ -10,8 +10,10 @@
 #include "common/grads.h"
 #include "cpu/conv2d_activation_cpu.h"
 #include "cpu/huge_pages.h"
+#include "cpu/isa.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace {
 
 using conv_cpu::ConvArgs;
@@ -87,9 +89,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lenetalex, CPU, m) {
-  m.impl("conv2d_activation", &conv2d_activation_cpu);
-  m.impl("conv2d_activation_backward", &conv2d_activation_backward_cpu);
-}
+// Every ISA variant fills its table; the baseline registers the one CPU
+// kernel per op, which calls the active variant (cpu/isa.h).
+LENETALEX_CPU_KERNEL(conv2d_activation, conv2d_activation_cpu)
+LENETALEX_CPU_KERNEL(conv2d_activation_backward, conv2d_activation_backward_cpu)
 
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -3,7 +3,7 @@
 // conv2d_activation_cpu.cpp picks one path per call (polyphase, then
 // try_forward_direct / try_backward_direct below, then the GEMM path):
 //   batched  (conv2d_activation_batched.cpp): float32, few channels, stride 1,
-//            batch >= 16 (LeNet's C1, C3): direct convolution with one vector
+//            batch >= V, 8 or 16 (LeNet's C1, C3): direct convolution with one vector
 //            lane per image, so no lane is wasted whatever the channel counts.
 //   winograd (conv2d_activation_winograd.cpp): float32, 3x3 or 5x5 stride 1,
 //            >= 16 channels (AlexNet's conv2-5): F(4x4, 3x3) and F(3x3, 5x5)
@@ -19,8 +19,9 @@
 //            im2col of a tile into a thread-local buffer, one GEMM (ATen's,
 //            MKL), bias + activation on the tile while it is hot. A kernel
 //            that covers the whole input (LeNet's C5) is one plain GEMM.
-// The direct paths need AVX-512 (-march=native on such a CPU); without it the
-// GEMM path takes every call. All paths apply the activation as the forward's
+// The batched path runs in the AVX2 and AVX-512 variants (at::vec lanes, 8 or
+// 16 images); winograd, polyphase and blocked are AVX-512 code. Where a path
+// is missing from a variant, the GEMM path takes its calls. All paths apply the activation as the forward's
 // epilogue and its derivative, from the saved output, as the backward's
 // prologue, tile by tile; batch reductions (grad_weight, grad_bias) are
 // summed in a fixed order (deterministic): per-slot partials on the batched,
@@ -39,6 +40,7 @@
 #include "ops/conv2d_activation.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
 // Output positions [lo, hi) whose input position o*s - p + k lies inside [0, size).
@@ -233,4 +235,5 @@ inline bool try_backward_direct(const Conv2dShape&, const ConvArgs<double>&, Act
 }
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -25,6 +25,7 @@
 #include "cpu/scratch.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
 // Products up to this many multiply-adds run as a plain loop: ATen's mm costs
@@ -363,4 +364,5 @@ template void backward_gemm<float>(const Conv2dShape&, const ConvArgs<float>&, A
 template void backward_gemm<double>(const Conv2dShape&, const ConvArgs<double>&, Activation);
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

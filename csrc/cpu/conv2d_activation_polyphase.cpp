@@ -20,6 +20,7 @@
 #include "cpu/conv2d_activation_cpu.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 namespace {
 
@@ -150,4 +151,5 @@ void backward_polyphase(const Conv2dShape& s, const at::Tensor& gy, const at::Te
 }
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -19,6 +19,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 namespace simd {
 
@@ -203,6 +204,7 @@ inline void grad_pre_channels_last(Activation act, const float* gy, const float*
   }
 }
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex
 
 #else

@@ -32,6 +32,7 @@
 #include "cpu/scratch.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
 #if LENETALEX_CONV_SIMD
@@ -497,4 +498,5 @@ void backward_winograd(const Conv2dShape&, const ConvArgs<float>&, Activation,
 #endif
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -5,6 +5,7 @@
 #pragma once
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 namespace winograd {
 
@@ -124,4 +125,5 @@ inline void sandwich(const float (&m)[MR][MC], const T (&x)[COLS][COLS], T (&out
 
 }  // namespace winograd
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

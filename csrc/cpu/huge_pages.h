@@ -17,6 +17,7 @@
 #endif
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 
 inline void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -28,4 +29,5 @@ inline void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -29,13 +29,6 @@
 // chunks are then added in order. The result is bitwise the same whatever the
 // thread count.
 
-// Without it gcc 12 does not vectorize activation.h's tanh loops ("control flow
-// in loop": it will not if-convert the branch-free selects while a division
-// might trap), and tanh ran one value at a time (72% of the forward's samples
-// in perf). Set before every include so all code here agrees on it. It changes
-// no result: only what the optimizer may assume about floating-point traps.
-#pragma GCC optimize("no-trapping-math")
-
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -49,13 +42,15 @@
 #include <vector>
 
 #include "common/activation.h"
+#include "cpu/isa.h"
 #include "cpu/scratch.h"
 #include "ops/lenet5.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors passed by value in inline code only
 
 namespace lenetalex {
-namespace lenet5 {
+namespace lenet5 {  // ops/lenet5.h's, whose constants the code below uses unqualified
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace {
 
 constexpr int64_t B = kBlock;
@@ -89,7 +84,7 @@ inline T hsum(const Vec<T>& v) {
 }
 
 // p[i] = f(p[i]): one long loop, which gcc vectorizes (tanh_vec; float only,
-// double calls tanh).
+// double calls tanh) thanks to the variants' -fno-trapping-math (setup.py says why).
 template <typename T>
 void squash_values(T* __restrict__ p, int64_t n) {
   for (int64_t i = 0; i < n; ++i) p[i] = activation_forward<T>(kAct, p[i]);
@@ -657,10 +652,9 @@ std::vector<at::Tensor> lenet5_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lenetalex, CPU, m) {
-  m.impl("lenet5", &lenet5_cpu);
-  m.impl("lenet5_backward", &lenet5_backward_cpu);
-}
+LENETALEX_CPU_KERNEL(lenet5, lenet5_cpu)
+LENETALEX_CPU_KERNEL(lenet5_backward, lenet5_backward_cpu)
 
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenet5
 }  // namespace lenetalex

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "cpu/huge_pages.h"
+#include "cpu/isa.h"
 #include "ops/local_response_norm.h"
 
 // Where AVX-512 is there (-march=native), let the loops below use 512-bit
@@ -42,6 +43,7 @@
 #endif
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace {
 
 // Positions per task: long contiguous rows stream well (2048 floats = 8 KB),
@@ -457,9 +459,10 @@ at::Tensor local_response_norm_backward_cpu(const at::Tensor& grad_output, const
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lenetalex, CPU, m) {
-  m.impl("local_response_norm", &local_response_norm_cpu);
-  m.impl("local_response_norm_backward", &local_response_norm_backward_cpu);
-}
+// Every ISA variant fills its table; the baseline registers the one CPU
+// kernel per op, which calls the active variant (cpu/isa.h).
+LENETALEX_CPU_KERNEL(local_response_norm, local_response_norm_cpu)
+LENETALEX_CPU_KERNEL(local_response_norm_backward, local_response_norm_backward_cpu)
 
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

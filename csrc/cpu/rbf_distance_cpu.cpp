@@ -35,9 +35,11 @@
 
 #include "common/grads.h"
 #include "cpu/huge_pages.h"
+#include "cpu/isa.h"
 #include "ops/rbf_distance.h"
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace {
 
 // ---- SIMD vectors: the target's widest, as GCC/Clang vector types ---------
@@ -334,9 +336,10 @@ std::tuple<at::Tensor, at::Tensor> rbf_distance_backward_cpu(const at::Tensor& g
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lenetalex, CPU, m) {
-  m.impl("rbf_distance", &rbf_distance_cpu);
-  m.impl("rbf_distance_backward", &rbf_distance_backward_cpu);
-}
+// Every ISA variant fills its table; the baseline registers the one CPU
+// kernel per op, which calls the active variant (cpu/isa.h).
+LENETALEX_CPU_KERNEL(rbf_distance, rbf_distance_cpu)
+LENETALEX_CPU_KERNEL(rbf_distance_backward, rbf_distance_backward_cpu)
 
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -25,6 +25,7 @@
 #include <c10/util/Exception.h>
 
 namespace lenetalex {
+inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
 class Scratch {
@@ -81,4 +82,5 @@ class Scratch {
 };
 
 }  // namespace conv_cpu
+}  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

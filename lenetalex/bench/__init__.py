@@ -4,7 +4,11 @@ and forward+backward, timed with torch.utils.benchmark.
 
     lenetalex bench [--device cpu|cuda|all] [--dtype float32|float16|bfloat16]
                     [--ops conv,subsample,lrn,rbf,models] [--batch N] [--compile]
-                    [--quick] [--json PATH] [--markdown PATH] [--plot PATH]
+                    [--isa [all|baseline,avx2,...]] [--quick] [--json PATH]
+                    [--markdown PATH] [--plot PATH]
+
+On the CPU the suite runs the kernel variant in use (build_info()["cpu_isa"]);
+--isa runs it once per variant, in this one process, so their figures compare.
 
 Speed is reported, never asserted: the exit code is 0 unless something crashed.
 Cases: lenetalex/bench/cases.py; timing and limits: measure.py; output: report.py.
@@ -129,11 +133,30 @@ def _devices(choice):
     return [("cpu", None), ("cuda", None if cuda_ok else "not available here (torch.cuda.is_available() is False)")]
 
 
+def _cpu_isas(isa):
+    """The CPU kernel variants to run: the one in use (None), or the names
+    asked ("all": every variant this binary holds and this CPU runs)."""
+    import lenetalex
+
+    if isa is None:
+        return [lenetalex.build_info()["cpu_isa"]]
+    runnable = lenetalex.cpu_isas()
+    if isa == "all" or isa == ["all"]:
+        return runnable
+    names = isa if isinstance(isa, (list, tuple)) else [isa]
+    bad = [n for n in names if n not in runnable]
+    if bad:
+        raise ValueError(f"isa: {bad} not runnable here; this binary and CPU run {runnable}")
+    return list(names)
+
+
 def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=False, quick=False,
-        min_run_time=None, rounds=None, progress=True, fused=None, tf32=False):
+        min_run_time=None, rounds=None, progress=True, fused=None, tf32=False, isa=None):
     """Runs the suite; returns the report dict (what --json writes). fused: where
     the fused ops are looked up by name (default: the lenetalex module). tf32:
-    let the reference's cuDNN convolutions and matmuls use TF32 on CUDA."""
+    let the reference's cuDNN convolutions and matmuls use TF32 on CUDA. isa:
+    the CPU kernel variants, one CPU section each (None: the one in use; "all";
+    or a list of names)."""
     import lenetalex
     from lenetalex import reference
 
@@ -151,10 +174,14 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
            "settings": {"device": device, "dtype": dtype, "ops": ops, "batch": batch, "compile": compile,
                         "quick": quick, "min_run_time": mrt, "rounds": rounds, "cuda_tf32": tf32},
            "devices": []}
-    devices = _devices(device)
+    devices = [(name, why, variant) for name, why in _devices(device)
+               for variant in (_cpu_isas(isa) if name == "cpu" else [None])]
+    rep["settings"]["cpu_isas"] = [v for _, _, v in devices if v]
     runnable = []
-    for name, why in devices:
+    for name, why, variant in devices:
         dev = {"device": name, "dtype": dtype, "results": [], "summary": {}, "targets": [], "skipped": why}
+        if name == "cpu":
+            dev.update(cpu_isa=variant, cores=os.cpu_count())
         if why is None and tdtype not in DEVICE_DTYPES[name]:
             runs = ", ".join(str(d).replace("torch.", "") for d in DEVICE_DTYPES[name])
             dev["skipped"] = f"the ops run {runs} on {name}, not {dtype}"
@@ -170,9 +197,12 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
     # --tf32 measures against the faster, less exact cuDNN that PyTorch's
     # allow_tf32 flags give.
     saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    saved_isa = lenetalex.build_info()["cpu_isa"]
     try:
         for dev in runnable:
             device = torch.device(dev["device"])
+            if dev.get("cpu_isa"):
+                lenetalex.set_cpu_isa(dev["cpu_isa"])
             dev["threads"] = torch.get_num_threads()
             bar.describe(f"{dev['device']}: measuring limits")
             # The matmul limit stays a float32 one (the report says "TF32 off").
@@ -196,6 +226,7 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
     finally:
         bar.close()
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_tf32
+        lenetalex.set_cpu_isa(saved_isa)
     return rep
 
 
@@ -222,6 +253,15 @@ def _ops_arg(text):
     return [GROUPS.get(n, n) for n in names]
 
 
+def _isa_arg(text):
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    known = {"all", "baseline", "avx2", "avx512"}
+    if not names or set(names) - known:
+        raise argparse.ArgumentTypeError(f"unknown CPU variant(s) in {text!r}: choose from "
+                                         "baseline, avx2, avx512, or all")
+    return "all" if "all" in names else names
+
+
 def cmd_bench(args):
     if args.device == "cuda" and not torch.cuda.is_available():
         print("lenetalex bench: --device cuda, but there is no CUDA device here "
@@ -235,10 +275,16 @@ def cmd_bench(args):
             plot_ok = False
             print(f"lenetalex bench: --plot needs matplotlib, which is not installed "
                   f"(pip install matplotlib); {args.plot} will not be written", file=sys.stderr)
+    if args.isa is not None:
+        try:
+            _cpu_isas(args.isa)
+        except ValueError as exc:
+            print(f"lenetalex bench: --{exc}", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     rep = run(device=args.device, dtype=args.dtype, ops=args.ops, batch=args.batch, compile=args.compile,
               quick=args.quick, min_run_time=args.min_run_time, rounds=args.rounds,
-              progress=not args.no_progress, tf32=args.tf32)
+              progress=not args.no_progress, tf32=args.tf32, isa=args.isa)
     rep["wall_time_s"] = time.perf_counter() - t0
     print(_report.render(rep))
     print(f"wall time {rep['wall_time_s']:.1f} s")
@@ -276,6 +322,10 @@ def add_parser(subparsers):
     p.add_argument("--tf32", action="store_true",
                    help="let the CUDA reference's cuDNN convolutions and matmuls use TF32 "
                         "(default off: float32 on both sides)")
+    p.add_argument("--isa", nargs="?", const="all", type=_isa_arg, metavar="VARIANTS",
+                   help="run the CPU suite once per CPU kernel variant: all those this machine "
+                        "runs (no value), or a comma-separated list of baseline, avx2, avx512 "
+                        "(default: the variant in use only)")
     p.add_argument("--quick", action="store_true", help="two short rounds per case, same shapes (under two minutes)")
     p.add_argument("--min-run-time", type=_positive(float), help="seconds per timing (default 0.05 quick, 0.4 full)")
     p.add_argument("--rounds", type=_positive(int), help="timing rounds per case (default 2 quick, 3 full)")

@@ -117,9 +117,22 @@ def device_name(device):
     return platform.processor() or platform.machine()
 
 
+def peak_fma_flops(dtype, quick=False):
+    """FLOP/s of multiply-adds in the widest vectors of the CPU kernel variant in
+    use, on every intra-op thread (csrc/cpu/peak_fma.cpp): the best of a few
+    runs. Measured in float32; float64 vectors hold half the lanes."""
+    from lenetalex import _C
+
+    iters = 2_000_000 if quick else 10_000_000
+    best = max(_C.peak_fma_flops(iters) for _ in range(3 if quick else 5))
+    return best * (0.5 if dtype == torch.float64 else 1.0)
+
+
 def measure_limits(device, dtype, min_run_time, quick=False):
     """Copy bandwidth (bytes read + written per second, device to device) and
-    matmul FLOP/s in the benchmark's dtype, measured now, on this device."""
+    matmul FLOP/s in the benchmark's dtype, measured now, on this device; on the
+    CPU also the peak-FMA rate of the kernel variant in use, which is then the
+    compute limit (compute_flops_per_s; the matmul's elsewhere)."""
     cuda = device.type == "cuda"
     nbytes = (1 << 30) if cuda else (1 << 27)  # far beyond the caches
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
@@ -138,6 +151,11 @@ def measure_limits(device, dtype, min_run_time, quick=False):
         "matmul_size": m,
         "datasheet": None,
     }
+    if cuda:
+        limits.update(compute_flops_per_s=limits["matmul_flops_per_s"], compute_limit="matmul")
+    else:
+        limits["peak_fma_flops_per_s"] = peak_fma_flops(dtype, quick)
+        limits.update(compute_flops_per_s=limits["peak_fma_flops_per_s"], compute_limit="peak FMA")
     key = datasheet_key(device_name(device)) if cuda else None
     if key:
         sheet = DATASHEETS[key]

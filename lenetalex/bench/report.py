@@ -2,6 +2,7 @@
 per-op summaries, the targets, and the text / Markdown / JSON / PNG outputs."""
 import json
 import math
+import re
 
 from .cases import GROUPS, OVERHEAD
 
@@ -68,7 +69,8 @@ def derive(res, limits, device_type):
     work = res["flops"] if compute else res["bytes"]
     unit = ("GFLOP/s" if device_type == "cpu" else "TFLOP/s") if compute else "GB/s"
     scale = {"GFLOP/s": 1e9, "TFLOP/s": 1e12, "GB/s": 1e9}[unit]
-    limit = limits["matmul_flops_per_s"] if compute else limits["copy_bytes_per_s"]
+    compute_limit = limits.get("compute_flops_per_s", limits["matmul_flops_per_s"])
+    limit = compute_limit if compute else limits["copy_bytes_per_s"]
     sheet = limits.get("datasheet") or {}
     sheet = sheet.get("compute_flops_per_s" if compute else "bandwidth_bytes_per_s")
     res["throughput_unit"] = unit
@@ -247,9 +249,13 @@ def limits_line(dev):
     lim = dev["limits"]
     cpu = dev["device"] == "cpu"
     s = (f"limits measured in this run: copy {fmt_rate(lim['copy_bytes_per_s'], 'B/s')} "
-         f"({lim['copy_size_bytes'] >> 20} MiB device to device), "
-         f"matmul {dev['dtype']} {fmt_rate(lim['matmul_flops_per_s'], 'FLOP/s')} "
-         f"({lim['matmul_size']}^3{', TF32 off' if not cpu and dev['dtype'] == 'float32' else ''})")
+         f"({lim['copy_size_bytes'] >> 20} MiB device to device), ")
+    if lim.get("peak_fma_flops_per_s"):  # the CPU: % limit is of the variant's peak
+        s += (f"peak FMA {dev['dtype']} {fmt_rate(lim['peak_fma_flops_per_s'], 'FLOP/s')} "
+              f"({dev.get('cpu_isa', '?')} vectors, {dev.get('threads', '?')} threads; the compute limit), ")
+    s += (f"matmul {dev['dtype']} {fmt_rate(lim['matmul_flops_per_s'], 'FLOP/s')} "
+          f"({lim['matmul_size']}^3{', TF32 off' if not cpu and dev['dtype'] == 'float32' else ''}"
+          f"{'; for comparison' if lim.get('peak_fma_flops_per_s') else ''})")
     sheet = lim.get("datasheet")
     if sheet:
         s += (f"\ndatasheet {sheet['device']}: {fmt_rate(sheet['bandwidth_bytes_per_s'], 'B/s')}"
@@ -258,6 +264,21 @@ def limits_line(dev):
     elif not cpu:
         s += "\ndatasheet: device not in the table (H100 SXM, H200): measured limits only"
     return s
+
+
+def device_title(dev):
+    """The device's model, and on the CPU the kernel variant and the cores."""
+    if dev["device"] != "cpu":
+        return dev["device_name"]
+    return (f"{dev['device_name']}, {dev.get('cpu_isa', '?')} kernels, "
+            f"{dev.get('cores', '?')} cores")
+
+
+def results_name(dev):
+    """bench/results' file name (no suffix) for a CPU run: cpu-<model>-<isa>."""
+    model = re.sub(r"\(r\)|\(tm\)|processor|cpu|@.*", " ", dev["device_name"].lower())
+    model = re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "unknown"
+    return f"cpu-{model}-{dev.get('cpu_isa', 'unknown')}"
 
 
 def render(report, markdown=False):
@@ -273,7 +294,7 @@ def render(report, markdown=False):
            f"{', reference with TF32 on CUDA' if st.get('cuda_tf32') else ''}"]
     for dev in report["devices"]:
         out.append("")
-        out.append(h(2, f"{dev['device']}: {dev['device_name']}, {dev['dtype']}"))
+        out.append(h(2, f"{dev['device']}: {device_title(dev)}, {dev['dtype']}"))
         if dev.get("skipped"):
             out.append(f"not run: {dev['skipped']}")
             continue
