@@ -8,6 +8,7 @@ tests: tests/test_rbf_distance.py.
 """
 import torch
 
+from ..shapes import RBF_HEAD
 from ._common import check_devices, empty_grad
 
 _op = torch.ops.lenetalex.rbf_distance.default
@@ -61,7 +62,7 @@ def check_cases(device, dtype):
 
     signs = lambda k, d: (torch.randint(0, 2, (k, d), generator=g) * 2 - 1).to(device=device, dtype=dtype)
     cases = [
-        ("lenet_head 64x84 K10", t(64, 84), signs(10, 84)),
+        ("lenet_head 64x84 K10", t(64, RBF_HEAD[1]), signs(*RBF_HEAD)),
         ("odd 33x7 K17", t(33, 7), t(17, 7)),
         ("wide 40x300 K100", t(40, 300), t(100, 300)),
         ("single 1x1 K1", t(1, 1), t(1, 1)),
