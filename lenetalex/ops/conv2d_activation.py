@@ -77,7 +77,10 @@ def _fake_backward(
 
 # Shapes for `lenetalex check`: LeNet-5's and AlexNet's layers (small batch),
 # plus odd shapes, strides, groups and activations.
-CHECK_TOLERANCE_FACTOR = 1.0  # normalized error; the check's per-dtype tolerance is already conv-sized
+# Over lenetalex.tolerance.TOLERANCE, for `lenetalex check` and the op's tests:
+# convolutions sum many products, float32 is held to ~1e-4; half types to a
+# couple of roundings of the output.
+TOLERANCE_FACTOR = {torch.float64: 1.0, torch.float32: 10.0, torch.float16: 2.0, torch.bfloat16: 2.0}
 
 
 def check_cases(device, dtype):

@@ -10,6 +10,7 @@ configuration allow (lenetalex.models.lenet.LeNet5.fused_net_args).
 import torch
 
 from ..shapes import LENET5_INPUT, LENET5_PARAMETERS
+from ..tolerance import LOOSE_FACTOR
 from ._common import check_devices, empty_grad
 
 _ops = torch.ops.lenetalex
@@ -83,6 +84,10 @@ def _fake_backward(grad_distances, activations, input, c1_weight, s2_weight, c3_
     shapes = [tuple(input.shape)] + [LENET5_PARAMETERS[name] for name in PARAMETERS] + [tuple(prototypes.shape)]
     shapes[PARAMETERS.index("f6_weight") + 1] = tuple(f6_weight.shape)
     return [input.new_empty(s) if m else empty_grad(input) for s, m in zip(shapes, output_mask)]
+
+
+# Over lenetalex.tolerance.TOLERANCE, for `lenetalex check`: six layers' roundings.
+TOLERANCE_FACTOR = LOOSE_FACTOR
 
 
 def check_cases(device, dtype):
