@@ -38,10 +38,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lenetalex  # noqa: E402
 from lenetalex import reference  # noqa: E402
 from lenetalex.models.lenet import C3_TABLE  # noqa: E402
-from lenetalex.ops.lenet5 import _SHAPES as LENET5_SHAPES, reference_lenet5  # noqa: E402
+from lenetalex.ops.lenet5 import reference_lenet5  # noqa: E402
+from lenetalex.shapes import CONV, LENET5_INPUT, LENET5_PARAMETERS, RBF_HEAD, SUBSAMPLE, with_batch  # noqa: E402
+from lenetalex.tolerance import LOOSE_FACTOR, TOLERANCE, max_error  # noqa: E402
 
-# max|a - b| / max(max|b|, 1) allowed per dtype (float32 accumulation inside).
-TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+# Normalized error allowed per dtype: the reference runs in the op's dtype
+# here, not in float64, so its roundings count too (lenetalex.tolerance).
+TOL = {dtype: TOLERANCE[dtype] * LOOSE_FACTOR[dtype] for dtype in TOLERANCE}
 
 
 def _cases():
@@ -52,34 +55,28 @@ def _cases():
                         lambda x, w, b: reference.avg_subsample(x, w, b, **kw))
     lrn = lambda size: (lambda x: lenetalex.local_response_norm(x, size, 1e-4, 0.75, 2.0),  # noqa: E731
                         lambda x: reference.local_response_norm(x, size, 1e-4, 0.75, 2.0))
+    lenet_conv = lambda name: [*CONV[name].shapes(4), CONV[name].weight[:1]]  # noqa: E731
     return [
-        ("conv direct lenet_c1", *conv(), [(4, 1, 32, 32), (6, 1, 5, 5), (6,)], "direct"),
-        ("conv gemm lenet_c3", *conv(), [(4, 6, 14, 14), (16, 6, 5, 5), (16,)], "gemm"),
-        ("conv gemm lenet_c5", *conv(), [(4, 16, 5, 5), (120, 16, 5, 5), (120,)], "gemm"),
+        ("conv direct lenet_c1", *conv(), lenet_conv("lenet_c1"), "direct"),
+        ("conv gemm lenet_c3", *conv(), lenet_conv("lenet_c3"), "gemm"),
+        ("conv gemm lenet_c5", *conv(), lenet_conv("lenet_c5"), "gemm"),
         # Per group M = 4 * 34 * 34 >= 4096, ocg 64, K 288: cuDNN + epilogue in half types.
         ("conv cudnn + epilogue", *conv(padding=1, activation="relu"),
          [(4, 32, 34, 34), (64, 32, 3, 3), (64,)], None),
         ("conv gemm grouped strided relu", *conv(stride=2, padding=1, groups=2, activation="relu"),
          [(2, 8, 15, 13), (12, 4, 3, 3), (12,)], "gemm"),
-        ("avg_subsample 2x2", *sub(), [(4, 6, 28, 28), (6,), (6,)], None),
+        ("avg_subsample 2x2", *sub(), [with_batch(SUBSAMPLE["lenet_s2"], 4), (6,), (6,)], None),
         ("avg_subsample k3 s2", *sub(kernel_size=3, stride=2, activation="tanh"),
          [(3, 5, 11, 9), (5,), (5,)], None),
         ("lrn size 5 (fixed window)", *lrn(5), [(2, 16, 7, 9)], None),
         ("lrn size 3 (fixed window, vec4)", *lrn(3), [(2, 70, 4, 8)], None),
         ("lrn size 4 (shared ring)", *lrn(4), [(2, 16, 7, 9)], None),
         ("lrn size 301 (global ring)", *lrn(301), [(1, 320, 3, 3)], None),
-        ("rbf lenet head", lenetalex.rbf_distance, reference.rbf_distance, [(33, 84), (10, 84)], None),
+        ("rbf lenet head", lenetalex.rbf_distance, reference.rbf_distance, [(33, RBF_HEAD[1]), RBF_HEAD], None),
         ("lenet5 whole network", lambda *t: lenetalex.lenet5(*t, C3_TABLE.to(t[0].device)),
          lambda *t: reference_lenet5(*t, C3_TABLE.to(t[0].device)),
-         [(5, 1, 32, 32), *LENET5_SHAPES.values(), (10, 84)], None),
+         [with_batch(LENET5_INPUT, 5), *LENET5_PARAMETERS.values(), RBF_HEAD], None),
     ]
-
-
-def _error(a, b):
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    if b.numel() == 0:
-        return 0.0
-    return (a - b).abs().max().item() / max(b.abs().max().item(), 1.0)
 
 
 def run_case(name, fused, ref, shapes, kernel, dtype, device):
@@ -101,7 +98,7 @@ def run_case(name, fused, ref, shapes, kernel, dtype, device):
     finally:
         os.environ.pop("LENETALEX_CONV_CUDA_KERNEL", None)
     (fo, fg), (ro, rg) = errs
-    err = max([_error(fo, ro)] + [_error(a, b) for a, b in zip(fg, rg)])
+    err = max([max_error(fo, ro)] + [max_error(a, b) for a, b in zip(fg, rg)])
     ok = err <= TOL[dtype]
     print(f"{'ok  ' if ok else 'FAIL'} {name:32s} {str(dtype)[6:]:9s} max normalized error {err:.2e}",
           flush=True)

@@ -2,13 +2,17 @@
 and dtype, forward and backward, as a table of errors.
 
 Each op module in lenetalex.ops provides `check_cases(device, dtype)`, yielding
-(case name, fused callable, reference callable, inputs); this file runs them
-and compares. An op joins the check by being listed in OP_MODULES.
+(case name, fused callable, reference callable, inputs) (its LeNet-5/AlexNet
+shapes from lenetalex.shapes); this file runs them and compares, within
+lenetalex.tolerance's bounds (the tests' too). An op joins the check by being
+listed in OP_MODULES.
 """
 import contextlib
 import importlib
 
 import torch
+
+from .tolerance import TOLERANCE, max_error
 
 OP_MODULES = [
     "lenetalex.ops.conv2d_activation",
@@ -18,13 +22,14 @@ OP_MODULES = [
     "lenetalex.ops.lenet5",
 ]
 
-# Error measured as max|fused - ref| / max(max|ref|, 1), per dtype.
-TOLERANCE = {
-    torch.float64: 1e-10,
-    torch.float32: 1e-4,
-    torch.float16: 1e-2,
-    torch.bfloat16: 5e-2,
-}
+
+def tolerance(mod, dtype):
+    """The bound on an op's normalized error: lenetalex.tolerance's, times the
+    op module's TOLERANCE_FACTOR (a number, or one per dtype) if it has one."""
+    factor = getattr(mod, "TOLERANCE_FACTOR", 1.0)
+    if isinstance(factor, dict):
+        factor = factor[dtype]
+    return TOLERANCE[dtype] * factor
 
 
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -65,16 +70,6 @@ def _runner(device):
     return contextlib.nullcontext()
 
 
-def max_error(fused, ref):
-    fused, ref = fused.double(), ref.double()
-    if ref.numel() == 0:
-        return 0.0 if fused.shape == ref.shape else float("inf")
-    if fused.shape != ref.shape:
-        return float("inf")
-    scale = max(ref.abs().max().item(), 1.0)
-    return (fused - ref).abs().max().item() / scale
-
-
 def _grads(fn, inputs, grad_out):
     leaves = [t.detach().clone().requires_grad_(True) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
               for t in inputs]
@@ -107,7 +102,7 @@ def run(verbose=True, op_filter=None, device=None):
         if op_filter and op not in op_filter:
             continue
         for dev, dtype in devices_and_dtypes(device):
-            tol = TOLERANCE[dtype] * getattr(mod, "CHECK_TOLERANCE_FACTOR", 1.0)
+            tol = tolerance(mod, dtype)
             tensors_on = "cpu" if dev == "emu" else dev
             for name, fused, ref, inputs in mod.check_cases(tensors_on, dtype):
                 if dev == "emu":

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from lenetalex import emu
+from lenetalex.tolerance import TOLERANCE as TOL
+from lenetalex.tolerance import max_error
 
 HAS_CUDA = torch.cuda.is_available()
 EMULATED = not HAS_CUDA and emu.available()
@@ -20,9 +22,6 @@ DEVICE_DTYPES = [pytest.param("cpu", d, id=f"cpu-{str(d)[6:]}") for d in CPU_DTY
     pytest.param(CUDA, d, id=f"cuda-{str(d)[6:]}", marks=pytest.mark.cuda) for d in CUDA_DTYPES
 ]
 DEVICES = ["cpu", pytest.param(CUDA, marks=pytest.mark.cuda, id="cuda")]
-
-# Normalized error bounds (max|a-b| / max(max|b|, 1)) per dtype.
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,10 +48,8 @@ def _cuda_kernels_in_emulator(request):
 
 
 def assert_close(actual, expected, dtype, factor=1.0):
-    """Fails with the normalized max error when it exceeds TOL[dtype] * factor."""
+    """Fails with the normalized max error (lenetalex.tolerance) when it exceeds
+    TOL[dtype] * factor."""
     assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    if e.numel() == 0:
-        return
-    err = (a - e).abs().max().item() / max(e.abs().max().item(), 1.0)
+    err = max_error(actual, expected)
     assert err <= TOL[dtype] * factor, f"normalized max error {err:.3e} > {TOL[dtype] * factor:.1e}"

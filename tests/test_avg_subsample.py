@@ -9,6 +9,7 @@ import lenetalex
 from lenetalex import reference
 from lenetalex.nn import AvgSubsample
 from lenetalex.ops._common import ACTIVATIONS
+from lenetalex.shapes import SUBSAMPLE, with_batch
 
 from conftest import CUDA, DEVICE_DTYPES, DEVICES, TOL, assert_close
 
@@ -61,8 +62,8 @@ def test_matches_reference(device, dtype, kernel_size, stride):
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
-@pytest.mark.parametrize("shape", [(4, 6, 28, 28), (4, 16, 10, 10), (2, 3, 9, 7), (1, 2, 2, 2)],
-                         ids=["lenet_s2", "lenet_s4", "odd", "one_window"])
+@pytest.mark.parametrize("shape", [*(with_batch(s, 4) for s in SUBSAMPLE.values()), (2, 3, 9, 7), (1, 2, 2, 2)],
+                         ids=[*SUBSAMPLE, "odd", "one_window"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_lenet_2x2(device, dtype, shape, activation):
     x, w, b = _inputs(shape, device, dtype)
@@ -147,7 +148,7 @@ def test_backward_output_mask(device, dtype, kernel_size, stride):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_reductions_deterministic(device):
-    x, w, b = _inputs((64, 6, 28, 28), device, torch.float32)
+    x, w, b = _inputs(with_batch(SUBSAMPLE["lenet_s2"], 64), device, torch.float32)
     runs = []
     for threads in (1, 2, 1):
         old = torch.get_num_threads()

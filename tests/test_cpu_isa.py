@@ -13,6 +13,7 @@ import torch
 
 import lenetalex
 from lenetalex import _C, reference
+from lenetalex.shapes import CONV
 from conftest import assert_close
 from test_conv_activation_paths import CASES as CONV_CASES
 from test_conv_activation_paths import _check_against_reference, _tensors
@@ -115,7 +116,7 @@ def test_lenet5_matches_reference(isa, dtype, restore_isa):
 
 
 def test_variants_agree_with_each_other(restore_isa):
-    x, w, b = _tensors((17, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    x, w, b = _tensors(*CONV["lenet_c3"].shapes(17), torch.float32)
     outs = {}
     for isa in RUNNABLE:
         lenetalex.set_cpu_isa(isa)

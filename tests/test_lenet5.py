@@ -96,9 +96,9 @@ def test_any_table_and_prototype_grads():
     g = torch.Generator().manual_seed(3)
     table = torch.rand(16, 6, generator=g) < 0.4
     table[3] = False  # a C3 map that reads nothing: act(bias)
-    from lenetalex.ops.lenet5 import _SHAPES
+    from lenetalex.shapes import LENET5_PARAMETERS
     params = [torch.randn(s, generator=g, dtype=torch.float64) / (s[1] * s[-1] ** 2 if len(s) > 1 else 2) ** 0.5
-              for s in _SHAPES.values()]
+              for s in LENET5_PARAMETERS.values()]
     params[10] = params[10].reshape(84, 120)
     protos = torch.randn(7, 84, generator=g, dtype=torch.float64)
     x = images(9, torch.float64)

@@ -13,7 +13,8 @@ import lenetalex
 from lenetalex import emu
 from lenetalex.models import LeNet5
 from lenetalex.models.lenet import C3_TABLE
-from lenetalex.ops.lenet5 import _SHAPES, reference_lenet5, saved_numel
+from lenetalex.ops.lenet5 import reference_lenet5, saved_numel
+from lenetalex.shapes import LENET5_PARAMETERS
 
 from conftest import CUDA, EMULATED, HAS_CUDA, assert_close
 
@@ -36,7 +37,7 @@ def make_args(n, dtype, table=C3_TABLE, k=10, seed=0, f6_2d=False):
     (no layer all saturated), the paper's +-1 prototypes unless k != 10."""
     g = torch.Generator().manual_seed(seed)
     params = [torch.randn(s, generator=g, dtype=torch.float64)
-              / (s[1] * s[-1] ** 2 if len(s) > 1 else 2) ** 0.5 for s in _SHAPES.values()]
+              / (s[1] * s[-1] ** 2 if len(s) > 1 else 2) ** 0.5 for s in LENET5_PARAMETERS.values()]
     if f6_2d:
         params[10] = params[10].reshape(84, 120)
     protos = torch.where(torch.randn(k, 84, generator=g) > 0, 1.0, -1.0).double()
@@ -64,7 +65,7 @@ def check_against_reference(args, factor=FACTOR):
     yr, gr = grads_of(reference_lenet5, wide, w)
     assert y.dtype == dtype and y.shape == (n, k)
     assert_close(y, yr, dtype, factor)
-    names = ["input"] + list(_SHAPES) + ["prototypes"]
+    names = ["input"] + list(LENET5_PARAMETERS) + ["prototypes"]
     for name, a, e in zip(names, g, gr):
         assert a.dtype == dtype and a.shape == e.shape, name
         try:

@@ -34,7 +34,7 @@
 // LeNet's layers (K <= 150, ocg <= 16, or M = N for C5) are launch-bound on
 // both sides: ours saves the separate bias and activation passes there.
 // float32 with TF32 allowed stays ours: TF32's 10-bit mantissa would miss
-// the float32 tolerance (DESIGN.md: ~1e-4) that callers of this op rely on.
+// the float32 tolerance (docs/DESIGN.md: ~1e-4) that callers of this op rely on.
 // The backward stays ours (deterministic, activation gradient fused into its
 // loads). Forcing a kernel (below) turns the dispatch off.
 //

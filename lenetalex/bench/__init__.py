@@ -29,7 +29,8 @@ from .cases import GROUPS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
-# What the ops run (DESIGN.md): a device asked for another dtype is reported as not run.
+# What the bench runs per device (the ops' dtypes: docs/DESIGN.md; float64 on CUDA is
+# left out): a device asked for another dtype is reported as not run.
 DEVICE_DTYPES = {"cpu": (torch.float32, torch.float64),
                  "cuda": (torch.float32, torch.float16, torch.bfloat16)}
 

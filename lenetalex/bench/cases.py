@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..shapes import ALEXNET_CONV, CONV, LRN, RBF_HEAD, SUBSAMPLE, with_batch
+
 # Command-line group name -> op (or "models"), in report order.
 GROUPS = {
     "conv": "conv2d_activation",
@@ -159,30 +161,19 @@ def _shape_cases(op, device_type, batch):
     b = lambda shape: _with_batch(shape, batch)  # noqa: E731
     if op == "conv2d_activation":
         ab = 8 if device_type == "cpu" else 128  # AlexNet's conv batch
-        return [
-            conv_case("lenet_c1", b((256, 1, 32, 32)), (6, 1, 5, 5), activation="scaled_tanh"),
-            conv_case("lenet_c3", b((256, 6, 14, 14)), (16, 6, 5, 5), activation="scaled_tanh"),
-            conv_case("lenet_c5", b((256, 16, 5, 5)), (120, 16, 5, 5), activation="scaled_tanh"),
-            conv_case("alexnet_conv1", b((ab, 3, 227, 227)), (96, 3, 11, 11), stride=4),
-            conv_case("alexnet_conv2", b((ab, 96, 27, 27)), (256, 48, 5, 5), padding=2, groups=2),
-            conv_case("alexnet_conv3", b((ab, 256, 13, 13)), (384, 256, 3, 3), padding=1),
-            conv_case("alexnet_conv4", b((ab, 384, 13, 13)), (384, 192, 3, 3), padding=1, groups=2),
-            conv_case("alexnet_conv5", b((ab, 384, 13, 13)), (256, 192, 3, 3), padding=1, groups=2),
-        ]
+        return [conv_case(name, b(with_batch(CONV[name].input, ab if name in ALEXNET_CONV else 256)),
+                          CONV[name].weight, CONV[name].stride, CONV[name].padding, CONV[name].groups,
+                          CONV[name].activation)
+                for name in CONV]
     if op == "avg_subsample":
-        return [
-            subsample_case("lenet_s2", b((256, 6, 28, 28))),
-            subsample_case("lenet_s4", b((256, 16, 10, 10))),
+        return [subsample_case(name, b(with_batch(shape, 256))) for name, shape in SUBSAMPLE.items()] + [
             subsample_case("large", b((64, 96, 56, 56))),
         ]
     if op == "local_response_norm":
-        return [
-            lrn_case("alexnet_lrn1", b((32, 96, 55, 55))),
-            lrn_case("alexnet_lrn2", b((32, 256, 27, 27))),
-        ]
+        return [lrn_case(name, b(with_batch(shape, 32))) for name, shape in LRN.items()]
     if op == "rbf_distance":
         return [
-            rbf_case("lenet_head", 4096 if batch is None else batch, 10, 84),
+            rbf_case("lenet_head", 4096 if batch is None else batch, *RBF_HEAD),
             rbf_case("large", 65536 if batch is None else batch, 1000, 128),
         ]
     raise ValueError(f"unknown op {op!r}")

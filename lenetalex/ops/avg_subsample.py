@@ -6,6 +6,7 @@ reference: lenetalex.reference.avg_subsample; tests: tests/test_avg_subsample.py
 """
 import torch
 
+from ..shapes import SUBSAMPLE, with_batch
 from ._common import check_activation, check_devices, empty_grad, pair
 
 _op = torch.ops.lenetalex.avg_subsample.default
@@ -71,8 +72,8 @@ def check_cases(device, dtype):
         return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
 
     cases = [
-        ("lenet_s2 scaled_tanh", (2, 6, 28, 28), 2, None, "scaled_tanh"),
-        ("lenet_s4 scaled_tanh", (2, 16, 10, 10), 2, None, "scaled_tanh"),
+        ("lenet_s2 scaled_tanh", with_batch(SUBSAMPLE["lenet_s2"], 2), 2, None, "scaled_tanh"),
+        ("lenet_s4 scaled_tanh", with_batch(SUBSAMPLE["lenet_s4"], 2), 2, None, "scaled_tanh"),
         ("odd 2x2 tanh", (3, 5, 11, 9), 2, None, "tanh"),
         ("k3 s2 overlap relu", (2, 4, 13, 10), 3, 2, "relu"),
         ("k2 s3 gaps identity", (2, 3, 11, 12), 2, 3, "identity"),

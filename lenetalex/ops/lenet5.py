@@ -9,6 +9,8 @@ configuration allow (lenetalex.models.lenet.LeNet5.fused_net_args).
 """
 import torch
 
+from ..shapes import LENET5_INPUT, LENET5_PARAMETERS
+from ..tolerance import LOOSE_FACTOR
 from ._common import check_devices, empty_grad
 
 _ops = torch.ops.lenetalex
@@ -24,9 +26,8 @@ def lenet5(input, c1_weight, c1_bias, s2_weight, s2_bias, c3_weight, c3_bias, s4
            s4_bias, c5_weight, c5_bias, f6_weight, f6_bias, prototypes, c3_table):
     """LeNet-5's RBF distances (N, K) for input (N, 1, 32, 32), in one op.
 
-    The parameters have lenetalex.models.LeNet5's shapes (c1_weight (6, 1, 5,
-    5), s2_weight (6,), c3_weight (16, 6, 5, 5), c5_weight (120, 16, 5, 5),
-    f6_weight (84, 120, 1, 1) or (84, 120), each bias one per map/unit),
+    The parameters have lenetalex.models.LeNet5's shapes
+    (lenetalex.shapes.LENET5_PARAMETERS; f6_weight (84, 120, 1, 1) or (84, 120)),
     prototypes (K, 84). c3_table: bool (16, 6), True where C3 map i reads S2
     map j (Table I for the paper; all True for a dense C3); only those
     connections are computed, and c3_weight elsewhere is neither read nor
@@ -50,20 +51,14 @@ def saved_numel(n):
     return (n + BLOCK - 1) // BLOCK * BLOCK * SAVED_PER_IMAGE
 
 
-_SHAPES = {"c1_weight": (6, 1, 5, 5), "c1_bias": (6,), "s2_weight": (6,), "s2_bias": (6,),
-           "c3_weight": (16, 6, 5, 5), "c3_bias": (16,), "s4_weight": (16,), "s4_bias": (16,),
-           "c5_weight": (120, 16, 5, 5), "c5_bias": (120,), "f6_weight": (84, 120, 1, 1),
-           "f6_bias": (84,)}
-
-
 def _check_fake(op, input, params, prototypes, c3_table):
     # The C++ checks' rules (the kernels that hold them do not run here).
     check_devices(op, input, prototypes=prototypes, c3_table=c3_table, **params)
-    torch._check_value(input.dim() == 4 and tuple(input.shape[1:]) == (1, 32, 32),
+    torch._check_value(input.dim() == 4 and tuple(input.shape[1:]) == LENET5_INPUT,
                        lambda: f"{op}: expected input of shape (N, 1, 32, 32), got {tuple(input.shape)}")
     for name, t in params.items():
-        ok = tuple(t.shape) == _SHAPES[name] or (name == "f6_weight" and tuple(t.shape) == (84, 120))
-        torch._check_value(ok, lambda: f"{op}: expected {name} of shape {list(_SHAPES[name])} "
+        ok = tuple(t.shape) == LENET5_PARAMETERS[name] or (name == "f6_weight" and tuple(t.shape) == (84, 120))
+        torch._check_value(ok, lambda: f"{op}: expected {name} of shape {list(LENET5_PARAMETERS[name])} "
                                        f"(LeNet-5's), got {list(t.shape)}")
     torch._check_value(prototypes.dim() == 2 and prototypes.shape[1] == 84,
                        lambda: f"{op}: expected prototypes of shape (K, 84)")
@@ -86,9 +81,13 @@ def _fake(input, c1_weight, c1_bias, s2_weight, s2_bias, c3_weight, c3_bias, s4_
 def _fake_backward(grad_distances, activations, input, c1_weight, s2_weight, c3_weight,
                    s4_weight, c5_weight, f6_weight, prototypes, c3_table, output_mask):
     # The grads' shapes, in the op's order: input, then each parameter, then prototypes.
-    shapes = [tuple(input.shape)] + [_SHAPES[name] for name in PARAMETERS] + [tuple(prototypes.shape)]
+    shapes = [tuple(input.shape)] + [LENET5_PARAMETERS[name] for name in PARAMETERS] + [tuple(prototypes.shape)]
     shapes[PARAMETERS.index("f6_weight") + 1] = tuple(f6_weight.shape)
     return [input.new_empty(s) if m else empty_grad(input) for s, m in zip(shapes, output_mask)]
+
+
+# Over lenetalex.tolerance.TOLERANCE, for `lenetalex check`: six layers' roundings.
+TOLERANCE_FACTOR = LOOSE_FACTOR
 
 
 def check_cases(device, dtype):
@@ -105,9 +104,9 @@ def check_cases(device, dtype):
     for name, table in (("paper table I, 9 images", C3_TABLE), ("dense C3, 9 images", dense)):
         # weights ~ 1/sqrt(fan-in), so no layer is all saturated
         params = [t(*s, scale=(len(s) > 1 and 1 / (s[1] * s[-1] * s[-1]) ** 0.5) or 0.7)
-                  for s in _SHAPES.values()]
+                  for s in LENET5_PARAMETERS.values()]
         protos = torch.where(t(10, 84) > 0, 1.0, -1.0).to(dtype)
-        x = t(9, 1, 32, 32)
+        x = t(9, *LENET5_INPUT)
         table = table.to(device)
         fused = lambda x, *p, table=table: lenet5(x, *p, table)
         yield name, fused, lambda x, *p, table=table: reference_lenet5(x, *p, table), (x, *params, protos)

@@ -8,6 +8,7 @@ tests: tests/test_local_response_norm.py.
 
 import torch
 
+from ..shapes import LRN, with_batch
 from ._common import check_devices, check_int
 
 _op = torch.ops.lenetalex.local_response_norm.default
@@ -80,8 +81,8 @@ def check_cases(device, dtype):
         return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
 
     cases = [
-        ("alexnet_lrn1 paper", (2, 96, 11, 11), 5, 5e-4, 0.75, 2.0),
-        ("alexnet_lrn2 paper", (2, 256, 5, 5), 5, 5e-4, 0.75, 2.0),
+        ("alexnet_lrn1 paper", with_batch(LRN["alexnet_lrn1"], 2, size=11), 5, 5e-4, 0.75, 2.0),
+        ("alexnet_lrn2 paper", with_batch(LRN["alexnet_lrn2"], 2, size=5), 5, 5e-4, 0.75, 2.0),
         ("caffe alexnet", (2, 96, 7, 7), 5, 1e-4, 0.75, 1.0),
         ("size 4 beta 0.6", (3, 7, 5, 3), 4, 2.0, 0.6, 1.5),
         ("size 9 > C=5", (2, 5, 3, 4), 9, 1.0, 1.2, 0.5),

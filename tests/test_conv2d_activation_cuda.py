@@ -3,13 +3,16 @@ float64, for float32/float16/bfloat16 (float64 for gradcheck), through both
 forward kernels (direct and implicit GEMM, forced by LENETALEX_CONV_CUDA_KERNEL).
 Every test here carries the `cuda` marker: without a GPU it runs the same
 kernels in the CUDA emulator (conftest.py), or skips if that is not built. The CPU
-tests of the op live in tests/test_conv_activation.py."""
+tests of the op live in tests/test_conv2d_activation.py."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import lenetalex
 from lenetalex import reference
+# Normalized-error factors over conftest.TOL (float32 convolutions ~1e-4, docs/DESIGN.md).
+from lenetalex.ops.conv2d_activation import TOLERANCE_FACTOR as FACTOR
+from lenetalex.shapes import ALEXNET_CONV, CONV, LENET_CONV
 
 from conftest import CUDA, EMULATED, HAS_CUDA, TOL, assert_close
 
@@ -24,20 +27,11 @@ pytestmark = [
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 ACTIVATIONS = ["scaled_tanh", "tanh", "relu", "identity"]
 KERNELS = ["auto", "direct", "gemm"]
-# Normalized-error factors over conftest.TOL: float32 convolutions are held to
-# ~1e-4 (DESIGN.md); half types to a couple of roundings of the output.
-FACTOR = {torch.float64: 1.0, torch.float32: 10.0, torch.float16: 2.0, torch.bfloat16: 2.0}
 
 # (name, input shape, weight shape, stride, padding, groups, activation)
 CASES = [
-    ("lenet_c1", (4, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, "scaled_tanh"),
-    ("lenet_c3", (4, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, "scaled_tanh"),
-    ("lenet_c5", (4, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1, "scaled_tanh"),
-    ("alexnet_conv1", (2, 3, 227, 227), (96, 3, 11, 11), 4, 0, 1, "relu"),
-    ("alexnet_conv2", (2, 96, 27, 27), (256, 48, 5, 5), 1, 2, 2, "relu"),
-    ("alexnet_conv3", (2, 256, 13, 13), (384, 256, 3, 3), 1, 1, 1, "relu"),
-    ("alexnet_conv4", (2, 384, 13, 13), (384, 192, 3, 3), 1, 1, 2, "relu"),
-    ("alexnet_conv5", (2, 384, 13, 13), (256, 192, 3, 3), 1, 1, 2, "relu"),
+    *[(name, *CONV[name].case(4)) for name in LENET_CONV],
+    *[(name, *CONV[name].case(2)) for name in ALEXNET_CONV],
     ("odd_s2x1_p1x2_g3", (3, 6, 11, 9), (9, 2, 3, 3), (2, 1), (1, 2), 3, "tanh"),
     ("1x1", (2, 5, 7, 7), (4, 5, 1, 1), 1, 0, 1, "identity"),
     ("70_out_channels", (1, 3, 23, 17), (70, 3, 11, 11), 4, 2, 1, "relu"),
@@ -49,7 +43,8 @@ CASE_IDS = [c[0] for c in CASES]
 # The CUDA emulator runs AlexNet's conv1 backward at 227 x 227 in 50 s per
 # dtype (a GPU in milliseconds): there it takes one 67 x 67 image, with the
 # same filter, stride and channels, so the same kernels and tile edges run.
-EMULATED_SHAPES = {"alexnet_conv1": (1, 3, 67, 67)}
+EMULATED_SHAPES = {"alexnet_conv1": CONV["alexnet_conv1"].shapes(1, size=67)[0]}
+C3 = CONV["lenet_c3"]
 
 
 @pytest.fixture(params=KERNELS)
@@ -123,7 +118,7 @@ def test_forward_activations(act, dtype, kernel):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_forward_without_bias(dtype, kernel):
-    x, w, _ = make((2, 6, 14, 14), (16, 6, 5, 5), dtype, bias=False)
+    x, w, _ = make(*C3.shapes(2), dtype, bias=False)
     y = lenetalex.conv2d_activation(x, w, None, 1, 0, groups=1, activation="tanh")
     assert_close(y, ref64(x, w, None, 1, 0, 1, "tanh"), dtype, FACTOR[dtype])
 
@@ -165,7 +160,7 @@ def test_forward_batch_zero(dtype, kernel):
 
 @pytest.mark.gpu
 def test_forward_on_side_stream(kernel):
-    x, w, b = make((4, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    x, w, b = make(*C3.shapes(4), torch.float32)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -216,7 +211,7 @@ def test_autograd_float32_matches_reference(case, act, kernel):
 @pytest.mark.parametrize("mask", [(True, False, False), (False, True, False), (False, False, True),
                                   (False, True, True)])
 def test_backward_output_mask(mask):
-    x, w, b = make((2, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    x, w, b = make(*C3.shapes(2), torch.float32)
     y = lenetalex.conv2d_activation(x, w, b)
     gy = torch.randn_like(y)
     got = torch.ops.lenetalex.conv2d_activation_backward(
@@ -241,7 +236,7 @@ def test_backward_batch_zero(dtype):
 
 
 def test_backward_noncontiguous_grad_output():
-    x, w, b = make((2, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    x, w, b = make(*C3.shapes(2), torch.float32)
     x = x.contiguous(memory_format=torch.channels_last)
     y = lenetalex.conv2d_activation(x, w, b)
     gy = torch.randn(y.shape[::-1], device=CUDA).permute(3, 2, 1, 0)  # not contiguous
@@ -269,8 +264,8 @@ def test_backward_is_deterministic(case):
             assert torch.equal(a, c)
 
 
-@pytest.mark.parametrize("xs, ws", [((37, 16, 5, 5), (120, 16, 5, 5)),   # P = 1: 37 chunks of one image
-                                     ((5, 1, 32, 32), (6, 1, 5, 5))])      # 5 chunks, P = 784
+@pytest.mark.parametrize("xs, ws", [CONV["lenet_c5"].shapes(37),   # P = 1: 37 chunks of one image
+                                     CONV["lenet_c1"].shapes(5)])      # 5 chunks, P = 784
 def test_grad_bias_chunked(xs, ws):
     """grad_bias's two passes (column sums over chunks of images, then per channel), alone."""
     x, w, b = make(xs, ws, torch.float32)
@@ -317,10 +312,10 @@ def test_opcheck(requires_grad):
          [True, True, True]))
 
 
-@pytest.mark.gpu  # its CPU counterpart is in test_conv_activation.py
+@pytest.mark.gpu  # its CPU counterpart is in test_conv2d_activation.py
 def test_compile_fullgraph():
     pytest.importorskip("triton")
-    x, w, b = make((4, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    x, w, b = make(*C3.shapes(4), torch.float32)
     fn = lambda x, w, b: lenetalex.conv2d_activation(x, w, b, 1, 0, groups=1, activation="scaled_tanh")
     compiled = torch.compile(fn, fullgraph=True)
     assert torch.equal(compiled(x, w, b), fn(x, w, b))
