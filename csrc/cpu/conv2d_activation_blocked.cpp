@@ -24,8 +24,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
-#include "cpu/conv2d_activation_cpu.h"
-#include "cpu/conv2d_activation_simd.h"
+#include "cpu/conv2d_activation/kernels.h"
+#include "cpu/conv2d_activation/simd.h"
 #include "cpu/scratch.h"
 
 namespace lenetalex {

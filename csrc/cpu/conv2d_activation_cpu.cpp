@@ -8,7 +8,7 @@
 #include <torch/library.h>
 
 #include "common/grads.h"
-#include "cpu/conv2d_activation_cpu.h"
+#include "cpu/conv2d_activation/kernels.h"
 #include "cpu/huge_pages.h"
 #include "cpu/isa.h"
 

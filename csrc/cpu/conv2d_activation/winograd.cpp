@@ -26,9 +26,9 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu/conv2d_activation_cpu.h"
-#include "cpu/conv2d_activation_simd.h"
-#include "cpu/conv2d_activation_winograd.h"
+#include "cpu/conv2d_activation/kernels.h"
+#include "cpu/conv2d_activation/simd.h"
+#include "cpu/conv2d_activation/winograd.h"
 #include "cpu/scratch.h"
 
 namespace lenetalex {

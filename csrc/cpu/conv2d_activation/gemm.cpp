@@ -21,7 +21,7 @@
 
 #include <cstring>
 
-#include "cpu/conv2d_activation_cpu.h"
+#include "cpu/conv2d_activation/kernels.h"
 #include "cpu/scratch.h"
 
 namespace lenetalex {

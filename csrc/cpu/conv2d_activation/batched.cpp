@@ -19,8 +19,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
-#include "cpu/conv2d_activation_cpu.h"
-#include "cpu/conv2d_activation_simd.h"
+#include "cpu/conv2d_activation/kernels.h"
+#include "cpu/conv2d_activation/simd.h"
 #include "cpu/scratch.h"
 
 // The tiles are written on at::vec::Vectorized<float> (ATen's vector type, in
