@@ -302,9 +302,9 @@ def test_bad_backward_input():
         torch.ops.lenetalex.conv2d_activation_backward(y, y, x, w, [1, 1], [0, 0], 1, "gelu", [True] * 3)
 
 
-# The Winograd and polyphase paths are AVX-512 code (conv2d_activation_cpu.h),
-# compiled only where -march=native gives AVX-512; elsewhere these shapes go the
-# GEMM path, whose grad_weight sums per thread (seen on an AVX2-only AMD EPYC).
+# The Winograd and polyphase paths are AVX-512 code (csrc/cpu/conv2d_activation/plan.h),
+# in the avx512 variant only; elsewhere these shapes go the GEMM path, whose
+# grad_weight sums per thread (seen on an AVX2-only AMD EPYC).
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512",
                     reason="the Winograd path needs an AVX-512 CPU")
 @pytest.mark.parametrize("name", ["winograd_p1", "winograd5_p2_g2", "alexnet_conv1_s4"])
@@ -391,3 +391,14 @@ def test_path_op_checks_its_arguments():
         _path(x, w, 1, 0, 1, "backward")
     with pytest.raises(ValueError):
         _path(x, torch.empty(4, 2, 3, 3), 1, 0, 1, "forward")  # channel mismatch
+
+
+def test_bench_rows_name_their_path():
+    # `lenetalex bench` prints each conv row's path beside it (lenetalex/bench/measure.py).
+    from lenetalex.bench import cases, measure
+
+    active = lenetalex.build_info()["cpu_isa"]
+    for case in cases.op_cases("conv2d_activation", "cpu", None):
+        fwd = measure.kernel_path(case, "cpu", torch.float32, "fwd")
+        assert fwd in ("batched", "winograd", "polyphase", "gemm"), (case.name, active)
+        assert measure.kernel_path(case, "cpu", torch.float32, "fwd+bwd") == fwd  # one path per call

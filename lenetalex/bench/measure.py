@@ -212,7 +212,7 @@ def _lenetalex():
 
 def kernel_path(case, device, dtype, direction):
     """The fused conv's kernel path for this row (torch.ops.lenetalex._conv2d_activation_path:
-    the forward's, then the backward's parts where they differ), or None for other ops or
+    the forward's, then the backward's parts where they differ from it), or None for other ops or
     a build without the debug op. On the CPU it is the active ISA variant's."""
     op = getattr(torch.ops.lenetalex, "_conv2d_activation_path", None)
     if case.op != "conv2d_activation" or op is None:
@@ -225,7 +225,7 @@ def kernel_path(case, device, dtype, direction):
     if direction == "fwd":
         return fwd
     bwd = "/".join(dict.fromkeys(path(p) for p in ("grad_input", "grad_weight", "grad_bias")))
-    return f"{fwd} + {bwd}"
+    return fwd if bwd == fwd else f"{fwd} + {bwd}"  # the CPU's backward runs on the forward's path
 
 
 def run_op_case(case, impls, device, dtype, opts):
