@@ -229,7 +229,7 @@ def _cpu_variants():
 
 def _add_cpu_variants(ext):
     ext.cpu_variant_sources = sorted(
-        os.path.relpath(s, HERE) for s in glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
+        os.path.relpath(s, HERE) for s in glob.glob(os.path.join(HERE, "csrc", "cpu", "**", "*.cpp"), recursive=True))
     ext.cpu_variants = _cpu_variants()
     # A changed kernel source or header relinks _C (the objects are ninja's business).
     ext.depends = list(ext.depends) + sorted(

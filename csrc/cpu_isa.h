@@ -24,6 +24,7 @@ enum class Op : int {
   rbf_distance_backward,
   lenet5,
   lenet5_backward,
+  _conv2d_activation_path,  // debug: the conv's path in this variant (cpu/conv2d_activation/plan.h)
   peak_fma_flops,  // double (*)(int64_t iters): cpu/peak_fma.cpp
   count
 };

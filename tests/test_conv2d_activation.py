@@ -27,7 +27,7 @@ SHAPES = [
     ((2, 9, 11, 9), (6, 3, 3, 3), 2, 1, 3),  # groups 3, odd sizes, stride 2
     ((1, 4, 7, 10), (5, 4, 1, 1), 1, 0, 1),  # 1x1 kernel
     ((2, 2, 9, 8), (3, 2, 3, 3), (2, 1), (1, 2), 1),  # pairs of stride/padding
-    ((1, 64, 9, 9), (96, 64, 3, 3), 1, 1, 1),  # many channels (GEMM path)
+    ((1, 64, 9, 9), (96, 64, 3, 3), 1, 1, 1),  # many channels (Winograd in the avx512 variant, GEMM elsewhere)
     ((2, 6, 12, 12), (4, 3, 5, 5), 4, 2, 2),  # stride 4 with padding
     ((1, 2, 6, 5), (16, 2, 3, 3), 1, (3, 4), 1),  # padding past the kernel: rows of padding only
     ((1, 1, 2, 2), (16, 1, 1, 1), 2**31, 2**31 - 1, 1),  # padding and stride past 2^31 - 1

@@ -47,6 +47,28 @@ EMULATED_SHAPES = {"alexnet_conv1": CONV["alexnet_conv1"].shapes(1, size=67)[0]}
 C3 = CONV["lenet_c3"]
 
 
+# The forward's path (csrc/cuda/conv2d_activation/plan.cuh), asked of
+# _conv2d_activation_path. Forced, every case fits the direct kernel's shared
+# memory, so forcing it never falls back to the implicit GEMM. Auto: these take
+# the direct kernel, AlexNet conv1 (per group M = 6050, ocg 96, K 363) cuDNN +
+# our epilogue in half types or float32 with TF32 off, the rest the implicit GEMM.
+AUTO_DIRECT = {"lenet_c1", "lenet_c3", "odd_s2x1_p1x2_g3", "depthwise", "wide_ragged"}
+
+
+def forward_path(name, dtype, kernel):
+    if kernel != "auto":
+        return {"direct": "direct", "gemm": "igemm"}[kernel]
+    if name == "alexnet_conv1" and (dtype != torch.float32 or not torch.backends.cudnn.allow_tf32):
+        return "cudnn_epilogue"
+    return "direct" if name in AUTO_DIRECT else "igemm"
+
+
+def cuda_path(x, w, stride, padding, groups, part):
+    """The CUDA entries' path for this call (the emulator's op on CPU tensors)."""
+    ops = torch.ops.lenetalex_emu if EMULATED else torch.ops.lenetalex
+    return ops._conv2d_activation_path(x, w, list(pair(stride)), list(pair(padding)), groups, part)
+
+
 @pytest.fixture(params=KERNELS)
 def kernel(request, monkeypatch):
     """The forward kernel the op is made to use (read by the C++ side per call)."""
@@ -106,6 +128,7 @@ def test_forward_matches_reference(case, dtype, kernel):
     y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
     assert y.dtype == dtype and y.device == x.device
     assert_close(y, ref64(x, w, b, stride, padding, groups, act), dtype, FACTOR[dtype])
+    assert cuda_path(x, w, stride, padding, groups, "forward") == forward_path(case[0], dtype, kernel)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -146,6 +169,7 @@ def test_forward_cudnn_and_epilogue(dtype, act):
     torch.backends.cudnn.allow_tf32 = False
     try:
         y = lenetalex.conv2d_activation(x, w, b, 1, 1, activation=act)
+        assert cuda_path(x, w, 1, 1, 1, "forward") == "cudnn_epilogue"
     finally:
         torch.backends.cudnn.allow_tf32 = old
     assert_close(y, ref64(x, w, b, 1, 1, 1, act), dtype, FACTOR[dtype])
@@ -156,6 +180,17 @@ def test_forward_batch_zero(dtype, kernel):
     x, w, b = make((0, 3, 9, 9), (4, 3, 3, 3), dtype)
     y = lenetalex.conv2d_activation(x, w, b, 2, 1)
     assert y.shape == (0, 4, 5, 5) and y.device == x.device
+
+
+def test_path_of_each_backward_part():
+    # The backward is always ours: implicit GEMMs for grad_input and grad_weight, column sums
+    # for grad_bias; nothing runs over an empty batch (grad_weight, grad_bias: zero-filled).
+    x, w, _ = make((2, 6, 14, 14), (16, 6, 5, 5), torch.float32)
+    parts = {p: cuda_path(x, w, 1, 0, 1, p) for p in ("grad_input", "grad_weight", "grad_bias")}
+    assert parts == {"grad_input": "igemm", "grad_weight": "igemm", "grad_bias": "column_sums"}
+    x0 = x[:0]
+    assert [cuda_path(x0, w, 1, 0, 1, p) for p in ("forward", "grad_input", "grad_weight", "grad_bias")] == [
+        "none", "none", "igemm", "none"]
 
 
 @pytest.mark.gpu

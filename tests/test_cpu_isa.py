@@ -15,8 +15,8 @@ import lenetalex
 from lenetalex import _C, reference
 from lenetalex.shapes import CONV
 from conftest import assert_close
-from test_conv_activation_paths import CASES as CONV_CASES
-from test_conv_activation_paths import _check_against_reference, _tensors
+from test_conv2d_activation_paths import CASES as CONV_CASES
+from test_conv2d_activation_paths import _check_against_reference, _tensors
 
 NAMES = ["baseline", "avx2", "avx512"]
 RUNNABLE = lenetalex.cpu_isas()

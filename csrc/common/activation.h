@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
@@ -124,6 +125,20 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t activation_grad_from_output(Activation a
     }
     default:
       return acc_t(1);
+  }
+}
+
+// Host code: calls f(std::integral_constant<Activation, A>()) so that loops
+// inside f see the activation as a constant: the switch in activation_forward
+// / activation_grad_from_output folds away and the element-wise loops vectorize.
+template <typename F>
+inline void with_activation(Activation act, F&& f) {
+  switch (act) {
+    case Activation::Relu: return f(std::integral_constant<Activation, Activation::Relu>());
+    case Activation::Tanh: return f(std::integral_constant<Activation, Activation::Tanh>());
+    case Activation::ScaledTanh:
+      return f(std::integral_constant<Activation, Activation::ScaledTanh>());
+    default: return f(std::integral_constant<Activation, Activation::Identity>());
   }
 }
 

@@ -33,23 +33,6 @@ namespace lenetalex {
 inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace {
 
-// Calls f with the activation as a compile-time constant, so that the switch in
-// activation_forward / activation_grad_from_output folds away and the
-// element-wise loops vectorize.
-template <typename F>
-void with_activation(Activation act, F&& f) {
-  switch (act) {
-    case Activation::Relu:
-      return f(std::integral_constant<Activation, Activation::Relu>{});
-    case Activation::Tanh:
-      return f(std::integral_constant<Activation, Activation::Tanh>{});
-    case Activation::ScaledTanh:
-      return f(std::integral_constant<Activation, Activation::ScaledTanh>{});
-    default:
-      return f(std::integral_constant<Activation, Activation::Identity>{});
-  }
-}
-
 // Calls f with two flags as compile-time constants (which grads to compute).
 template <typename F>
 void with_flags(bool a, bool b, F&& f) {

@@ -1,14 +1,18 @@
 // conv2d_activation on the CPU: the op entries. They make the tensors
-// contiguous NCHW, allocate the outputs and pick a path (see
-// conv2d_activation_cpu.h): the direct kernels where they apply (float32, few
-// channels, small kernels: LeNet's layers), the im2col/GEMM path otherwise.
+// contiguous NCHW, allocate the outputs and run the path that
+// conv_cpu::choose_path picks (conv2d_activation/plan.h: which path serves
+// which shapes, and the measurements behind them). The debug op
+// _conv2d_activation_path reports the same choice.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <string>
+#include <type_traits>
+
 #include "common/grads.h"
-#include "cpu/conv2d_activation_cpu.h"
+#include "cpu/conv2d_activation/kernels.h"
 #include "cpu/huge_pages.h"
 #include "cpu/isa.h"
 
@@ -17,6 +21,26 @@ inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace {
 
 using conv_cpu::ConvArgs;
+using conv_cpu::Path;
+
+// The chosen path's kernels for the pointer-based paths (polyphase takes the
+// tensors, above the dispatch). The direct paths are float32 code.
+template <typename T>
+void run_forward(Path path, const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (path == Path::Batched) return conv_cpu::forward_batched(s, a, act);
+    if (path == Path::Winograd) return conv_cpu::forward_winograd(s, a, act);
+  }
+  conv_cpu::forward_gemm<T>(s, a, act);
+}
+template <typename T>
+void run_backward(Path path, const Conv2dShape& s, const ConvArgs<T>& a, Activation act) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (path == Path::Batched) return conv_cpu::backward_batched(s, a, act);
+    if (path == Path::Winograd) return conv_cpu::backward_winograd(s, a, act);
+  }
+  conv_cpu::backward_gemm<T>(s, a, act);
+}
 
 at::Tensor conv2d_activation_cpu(const at::Tensor& input, const at::Tensor& weight,
                                  const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -30,8 +54,9 @@ at::Tensor conv2d_activation_cpu(const at::Tensor& input, const at::Tensor& weig
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({s.n, s.oc, s.oh, s.ow}, input.options());
   advise_huge_pages(y);
-  if (y.numel() == 0) return y;
-  if (x.scalar_type() == at::kFloat && conv_cpu::polyphase_supported(s)) {
+  const Path path = conv_cpu::choose_path(s, input.scalar_type(), ConvPart::Forward);
+  if (path == Path::None) return y;
+  if (path == Path::Polyphase) {
     conv_cpu::forward_polyphase(s, x, w, b, y, act);
     return y;
   }
@@ -41,7 +66,7 @@ at::Tensor conv2d_activation_cpu(const at::Tensor& input, const at::Tensor& weig
     a.w = w.const_data_ptr<scalar_t>();
     a.b = has_bias ? b.const_data_ptr<scalar_t>() : nullptr;
     a.y = y.mutable_data_ptr<scalar_t>();
-    if (!conv_cpu::try_forward_direct(s, a, act)) conv_cpu::forward_gemm<scalar_t>(s, a, act);
+    run_forward(path, s, a, act);
   });
   return y;
 }
@@ -60,7 +85,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
   at::Tensor gw = grad_or_empty(output_mask[1], weight.sizes(), opts);
   at::Tensor gb = grad_or_empty(output_mask[2], {s.oc}, opts);
   if (!output_mask[0] && !output_mask[1] && !output_mask[2]) return {gx, gw, gb};
-  if (s.n == 0 || s.c == 0) {  // nothing flows back; reductions over an empty batch are zero
+  const Path path = conv_cpu::choose_path(s, input.scalar_type(), ConvPart::GradInput);
+  if (path == Path::None) {  // nothing flows back; reductions over an empty batch are zero
     if (output_mask[1]) gw.zero_();
     if (output_mask[2]) gb.zero_();
     return {gx, gw, gb};
@@ -69,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
   // input is read only for grad_weight, weight only for grad_input.
   const at::Tensor x = output_mask[1] ? input.contiguous() : input;
   const at::Tensor w = output_mask[0] ? weight.contiguous() : weight;
-  if (x.scalar_type() == at::kFloat && conv_cpu::polyphase_supported(s)) {
+  if (path == Path::Polyphase) {
     conv_cpu::backward_polyphase(s, gy, y, x, w, act, output_mask, gx, gw, gb);
     return {gx, gw, gb};
   }
@@ -82,9 +108,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
     a.gx = output_mask[0] ? gx.mutable_data_ptr<scalar_t>() : nullptr;
     a.gw = output_mask[1] ? gw.mutable_data_ptr<scalar_t>() : nullptr;
     a.gb = output_mask[2] ? gb.mutable_data_ptr<scalar_t>() : nullptr;
-    if (!conv_cpu::try_backward_direct(s, a, act)) conv_cpu::backward_gemm<scalar_t>(s, a, act);
+    run_backward(path, s, a, act);
   });
   return {gx, gw, gb};
+}
+
+// The debug op: the path this variant's entries take for such a call. part is
+// "forward", "grad_input", "grad_weight" or "grad_bias" (on the CPU the three
+// grads share the backward's path).
+std::string conv2d_activation_path_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                       at::IntArrayRef stride, at::IntArrayRef padding,
+                                       int64_t groups, c10::string_view part) {
+  const Conv2dShape s =
+      check_conv2d_activation(input, weight, c10::nullopt, stride, padding, groups, Backend::Cpu);
+  return conv_cpu::path_name(conv_cpu::choose_path(s, input.scalar_type(), parse_conv_part(part)));
 }
 
 }  // namespace
@@ -93,6 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
 // kernel per op, which calls the active variant (cpu/isa.h).
 LENETALEX_CPU_KERNEL(conv2d_activation, conv2d_activation_cpu)
 LENETALEX_CPU_KERNEL(conv2d_activation_backward, conv2d_activation_backward_cpu)
+LENETALEX_CPU_KERNEL(_conv2d_activation_path, conv2d_activation_path_cpu)
 
 }  // namespace LENETALEX_ISA_NS
 }  // namespace lenetalex

@@ -30,17 +30,13 @@
 #include <limits>
 #include <vector>
 
+#include "common/wide_vectors.h"
 #include "cpu/huge_pages.h"
 #include "cpu/isa.h"
 #include "ops/local_response_norm.h"
 
-// Where AVX-512 is there (-march=native), let the loops below use 512-bit
-// vectors: gcc's default for most Intel cores is 256 bits.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
-#pragma GCC push_options
-#pragma GCC target("prefer-vector-width=512")
-#define LENETALEX_LRN_POP_OPTIONS
-#endif
+// 512-bit vectors for the loops below where the variant has AVX-512.
+LENETALEX_WIDE_VECTORS_BEGIN
 
 namespace lenetalex {
 inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
@@ -379,9 +375,7 @@ C10_NOINLINE void backward_task(const LrnShape& s, const T* gy, const T* x, T* g
   for (int64_t j = std::max<int64_t>(s.c - s.before, 0); j < s.c; ++j) emit(j);
 }
 
-#ifdef LENETALEX_LRN_POP_OPTIONS
-#pragma GCC pop_options
-#endif
+LENETALEX_WIDE_VECTORS_END
 
 // Runs task(offset of (n, 0, p0), len, scratch) over every (image, block of
 // positions) in parallel.

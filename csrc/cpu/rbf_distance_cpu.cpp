@@ -33,6 +33,7 @@
 #include <immintrin.h>
 #endif
 
+#include "common/ceil_div.h"
 #include "common/grads.h"
 #include "cpu/huge_pages.h"
 #include "cpu/isa.h"
@@ -97,8 +98,6 @@ template <typename T> inline Vec<T> load_first(const T* p, int m) {
 }
 template <typename T> inline void store_first(T* p, Vec<T> v, int m) { std::memcpy(p, &v, m * sizeof(T)); }
 #endif
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---- forward ---------------------------------------------------------------
 constexpr int kFwdRows = 8;    // input rows per micro-kernel

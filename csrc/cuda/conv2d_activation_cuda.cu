@@ -1,10 +1,10 @@
 // conv2d_activation on CUDA: forward and backward.
 //
 // Forward: the activation is the epilogue of the convolution kernel itself.
-//   - direct kernel (conv2d_activation_direct.cuh) for LeNet-sized layers:
+//   - direct kernel (conv2d_activation/direct.cuh) for LeNet-sized layers:
 //     filters up to 7 x 7, cg * KH * KW <= 512, at most 32 output channels per
 //     group and at least 64 output pixels per image;
-//   - tiled implicit GEMM (conv2d_activation_igemm.cuh) for everything else
+//   - tiled implicit GEMM (conv2d_activation/igemm.cuh) for everything else
 //     (AlexNet's layers, LeNet's C5 with its 1 x 1 output).
 // Backward (its own op): gpre = grad_output * act'(output) is fused into the
 // loads of three kernels, each deterministic (no atomics):
@@ -20,27 +20,9 @@
 //     then per channel a fixed-order sum of its columns' partials.
 // All kernels accumulate in at::opmath_type (float; double for float64).
 //
-// Forward dispatch, "never slower than cuDNN": where the GEMM is large enough
-// for tensor cores to run at speed (per group M = N*OH*OW >= 4096, N = ocg >=
-// 64, K = cg*KH*KW >= 256: AlexNet's layers at batch >= 2, none of LeNet's)
-// and the dtype is float16/bfloat16, or float32 with TF32 off for cuDNN, the
-// convolution is cuDNN's (at::convolution, no bias) and bias + activation one
-// elementwise pass of ours (bias_activation_kernel). Roofline, H100 SXM, by
-// estimate: our SIMT igemm issues ~33% FFMA of 67 TFLOP/s, ~22 TFLOP/s, in
-// every dtype; cuDNN reaches ~600-800 TFLOP/s of bf16/fp16 tensor cores and
-// ~45-55 TFLOP/s of FP32 SIMT. AlexNet's 170 GFLOP forward at batch 128 is
-// then ~7.7 ms ours against ~0.25 ms (bf16) or ~3.5 ms (fp32, TF32 off) plus
-// the epilogue's read and write of y (~0.2 ms in bf16 for all five layers).
-// LeNet's layers (K <= 150, ocg <= 16, or M = N for C5) are launch-bound on
-// both sides: ours saves the separate bias and activation passes there.
-// float32 with TF32 allowed stays ours: TF32's 10-bit mantissa would miss
-// the float32 tolerance (docs/DESIGN.md: ~1e-4) that callers of this op rely on.
-// The backward stays ours (deterministic, activation gradient fused into its
-// loads). Forcing a kernel (below) turns the dispatch off.
-//
-// Testing knob: LENETALEX_CONV_CUDA_KERNEL=direct|gemm forces the forward's
-// kernel choice (direct falls back to gemm where its tiles don't fit shared
-// memory), so tests can run every shape through both kernels.
+// Which kernels run which shapes, and why (cuDNN + our epilogue for large
+// half-precision forwards; the testing knob LENETALEX_CONV_CUDA_KERNEL):
+// conv2d_activation/plan.cuh, whose choose_path every entry here asks.
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -50,16 +32,16 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
+#include <string>
 
 #include "cuda/launch.cuh"
 #include "common/activation.h"
 #include "common/grads.h"
-#include "cuda/conv2d_activation_direct.cuh"
-#include "cuda/conv2d_activation_igemm.cuh"
-#include "cuda/conv2d_activation_problems.cuh"
+#include "cuda/conv2d_activation/direct.cuh"
+#include "cuda/conv2d_activation/igemm.cuh"
+#include "cuda/conv2d_activation/plan.cuh"
+#include "cuda/conv2d_activation/problems.cuh"
 #include "ops/conv2d_activation.h"
 
 namespace lenetalex {
@@ -67,7 +49,6 @@ namespace conv_cuda {
 namespace {
 
 constexpr const char* kOp = "conv2d_activation";
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 constexpr int64_t kGridYZMax = 65535;
 // grad_weight's split-K aims at this many blocks; a function of the shape only,
 // so the summation order (and the result, bit for bit) is the same on any GPU.
@@ -76,8 +57,6 @@ constexpr int64_t kTargetBlocks = 512;
 // of images); its second pass then reads at most about this many partials
 // beyond one row of columns.
 constexpr int64_t kBiasThreads = 64 * 1024;
-constexpr size_t kDirectSmemMax = 48 * 1024;   // no opt-in needed below this
-constexpr size_t kDirectSmemChunk = 24 * 1024;  // aim for a few blocks per SM
 
 // ---------------------------------------------------------------------------
 // Small kernels: grad_bias and the split-K finish.
@@ -234,53 +213,6 @@ SplitK plan_split_k(int64_t tiles, int64_t n_tiles, int64_t K) {
   return {1, 0};  // empty reduction (empty batch): one pass writes zeros
 }
 
-enum class ForwardKernel { Auto, Direct, Gemm };
-
-// See the file comment: cuDNN's convolution + our epilogue, or our kernels.
-bool use_cudnn_forward(const Conv2dShape& s, at::ScalarType dtype) {
-  const bool big = s.n * s.oh * s.ow >= 4096 && s.ocg >= 64 && s.cg * s.kh * s.kw >= 256;
-  if (!big) return false;
-  if (dtype == at::kHalf || dtype == at::kBFloat16) return true;
-  return dtype == at::kFloat && !at::globalContext().allowTF32CuDNN();
-}
-
-
-ForwardKernel forced_forward_kernel() {
-  const char* v = std::getenv("LENETALEX_CONV_CUDA_KERNEL");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return ForwardKernel::Auto;
-  if (std::strcmp(v, "direct") == 0) return ForwardKernel::Direct;
-  if (std::strcmp(v, "gemm") == 0) return ForwardKernel::Gemm;
-  TORCH_CHECK_VALUE(false, "LENETALEX_CONV_CUDA_KERNEL must be 'auto', 'direct' or 'gemm', got '",
-                    v, "'");
-}
-
-// Tile shape and channel chunk of the direct kernel; false if it cannot run
-// (its input tile for one channel does not fit shared memory) or, unless
-// forced, if the layer is not LeNet-sized.
-bool plan_direct(const Conv2dShape& s, size_t acc_size, DirectPlan& d) {
-  const ForwardKernel forced = forced_forward_kernel();
-  if (forced == ForwardKernel::Gemm || s.cg == 0) return false;
-  if (forced == ForwardKernel::Auto) {
-    const bool lenet_sized = s.kh <= 7 && s.kw <= 7 && s.cg * s.kh * s.kw <= 512 &&
-                             s.ocg <= 32 && s.oh * s.ow >= 64;
-    if (!lenet_sized) return false;
-  }
-  d.tw = int(s.ow < 32 ? s.ow : 32);
-  d.th = int(s.oh < 256 / d.tw ? s.oh : 256 / d.tw);
-  const int64_t in_tw = (d.tw - 1) * s.sw + s.kw, in_th = (d.th - 1) * s.sh + s.kh;
-  const int64_t per_channel = (in_tw * in_th + kOCB * s.kh * s.kw) * int64_t(acc_size);
-  if (per_channel > int64_t(kDirectSmemMax)) return false;
-  int64_t chunk = int64_t(kDirectSmemChunk) / per_channel;
-  chunk = chunk < 1 ? 1 : (chunk > s.cg ? s.cg : chunk);
-  d.in_tw = int(in_tw);
-  d.in_th = int(in_th);
-  d.ci_chunk = int(chunk);
-  d.tiles_w = ceil_div(s.ow, d.tw);
-  d.tiles = ceil_div(s.oh, d.th) * d.tiles_w;
-  d.oc_blocks = ceil_div(s.ocg, kOCB);
-  return s.n * s.groups * d.oc_blocks * d.tiles <= kInt32Max;
-}
-
 // ---------------------------------------------------------------------------
 // The ops.
 
@@ -297,9 +229,11 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({s.n, s.oc, s.oh, s.ow}, input.options());
-  if (y.numel() == 0) return y;
+  DirectPlan d;
+  const Path path = choose_path(s, input.scalar_type(), ConvPart::Forward, &d);
+  if (path == Path::None) return y;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (forced_forward_kernel() == ForwardKernel::Auto && use_cudnn_forward(s, input.scalar_type())) {
+  if (path == Path::CudnnEpilogue) {
     y = at::convolution(x, w, c10::nullopt, {s.sh, s.sw}, {s.ph, s.pw}, {1, 1}, false, {0, 0},
                         s.groups).contiguous();
     const int64_t planes = s.n * s.oc;
@@ -318,8 +252,7 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
                                   "conv2d_activation_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* bp = has_bias ? b.const_data_ptr<scalar_t>() : nullptr;
-    DirectPlan d;
-    if (plan_direct(s, sizeof(acc_t), d)) {
+    if (path == Path::Direct) {
       const size_t smem =
           size_t(d.ci_chunk) * (d.in_th * d.in_tw + kOCB * s.kh * s.kw) * sizeof(acc_t);
       const int64_t blocks = s.n * s.groups * d.oc_blocks * d.tiles;
@@ -370,7 +303,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "conv2d_activation_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if (output_mask[0] && gx.numel() > 0) {
+    if (output_mask[0] && choose_path(s, input.scalar_type(), ConvPart::GradInput) != Path::None) {
       const int64_t M = s.n * HW, K = s.ocg * kk;
       const int bn = pick_bn(M, s.cg);
       const int64_t n_tiles = ceil_div(s.cg, bn);
@@ -397,7 +330,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
       launch_igemm(p, M, s.cg, K, s.groups, bn, sk.splits, sk.k_chunk, stream);
       if (sk.splits > 1) sum_splits<scalar_t>(p.ws, gx, sk.splits, stream);
     }
-    if (output_mask[1] && gw.numel() > 0) {
+    if (output_mask[1] && choose_path(s, input.scalar_type(), ConvPart::GradWeight) != Path::None) {
       // Reduction over R = N*OH*OW.
       const int64_t Kw = s.cg * kk, R = s.n * P;
       const int bn = pick_bn(Kw, s.ocg);
@@ -428,7 +361,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
     if (output_mask[2]) {  // gb has oc >= 1 elements
       TORCH_CHECK_VALUE(s.oc <= kInt32Max, kOp, ": too many output channels for the CUDA grid");
       const int64_t cols = s.oc * P;
-      if (s.n == 0 || cols == 0) {
+      if (choose_path(s, input.scalar_type(), ConvPart::GradBias) == Path::None) {
         gb.zero_();  // an empty sum
       } else {
         // Chunks of images: about kBiasThreads threads in pass 1, at most one
@@ -454,11 +387,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
   return {gx, gw, gb};
 }
 
+// The debug op: the path the entries above take for such a call (plan.cuh).
+std::string conv2d_activation_path_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                        at::IntArrayRef stride, at::IntArrayRef padding,
+                                        int64_t groups, c10::string_view part) {
+  const Conv2dShape s =
+      check_conv2d_activation(input, weight, c10::nullopt, stride, padding, groups, Backend::Cuda);
+  return path_name(choose_path(s, input.scalar_type(), parse_conv_part(part)));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(LENETALEX_NS, LENETALEX_CUDA_KEY, m) {
   m.impl("conv2d_activation", &conv2d_activation_cuda);
   m.impl("conv2d_activation_backward", &conv2d_activation_backward_cuda);
+  m.impl("_conv2d_activation_path", &conv2d_activation_path_cuda);
 }
 
 }  // namespace conv_cuda

@@ -26,6 +26,7 @@
 #include <limits>
 
 #include "cuda/launch.cuh"
+#include "common/ceil_div.h"
 #include "common/grads.h"
 #include "ops/rbf_distance.h"
 
@@ -47,8 +48,6 @@ constexpr int64_t kGridXMax = std::numeric_limits<int32_t>::max();
 // is the same on any GPU.
 constexpr int64_t kTargetBlocks = 512;
 constexpr int64_t kMinSlice = 256;  // reduction elements per slice at least
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Thread (ty, tx) owns rows ty + 16 i and columns tx + 16 j of the tile: a warp
 // reads 16 consecutive shared-memory columns (no bank conflicts) and writes 16

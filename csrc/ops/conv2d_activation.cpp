@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <limits>
+#include <string>
 
 #include "common/checks.h"
 #include "common/targets.h"
@@ -80,6 +81,15 @@ Conv2dShape check_conv2d_activation_backward(const at::Tensor& grad_output,
   return s;
 }
 
+ConvPart parse_conv_part(c10::string_view part) {
+  if (part == "forward") return ConvPart::Forward;
+  if (part == "grad_input") return ConvPart::GradInput;
+  if (part == "grad_weight") return ConvPart::GradWeight;
+  if (part == "grad_bias") return ConvPart::GradBias;
+  TORCH_CHECK_VALUE(false, "part must be one of 'forward', 'grad_input', 'grad_weight', 'grad_bias', got '",
+                    std::string(part), "'");
+}
+
 TORCH_LIBRARY_FRAGMENT(LENETALEX_NS, m) {
   m.def(
       "conv2d_activation(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
@@ -89,6 +99,13 @@ TORCH_LIBRARY_FRAGMENT(LENETALEX_NS, m) {
       "conv2d_activation_backward(Tensor grad_output, Tensor output, Tensor input, "
       "Tensor weight, int[2] stride, int[2] padding, int groups, str activation, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Debug: the kernel path the entries above take for such a call on this
+  // device (CPU: the active ISA variant's), for tests and `lenetalex bench`.
+  // Reads only shapes, dtype and device. Paths: cpu/conv2d_activation/plan.h,
+  // cuda/conv2d_activation/plan.cuh.
+  m.def(
+      "_conv2d_activation_path(Tensor input, Tensor weight, int[2] stride, int[2] padding, "
+      "int groups, str part) -> str");
 }
 
 }  // namespace lenetalex

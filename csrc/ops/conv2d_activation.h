@@ -8,6 +8,7 @@
 
 #include "common/checks.h"
 #include <c10/util/Optional.h>
+#include <c10/util/string_view.h>
 
 namespace lenetalex {
 
@@ -33,5 +34,10 @@ Conv2dShape check_conv2d_activation_backward(const at::Tensor& grad_output,
                                              const at::Tensor& weight, at::IntArrayRef stride,
                                              at::IntArrayRef padding, int64_t groups,
                                              Backend backend);
+
+// The parts of a call whose kernel path the debug op _conv2d_activation_path
+// reports (its `str part`): the forward and each grad of the backward.
+enum class ConvPart : int { Forward, GradInput, GradWeight, GradBias };
+ConvPart parse_conv_part(c10::string_view part);
 
 }  // namespace lenetalex

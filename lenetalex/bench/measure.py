@@ -204,6 +204,30 @@ def _runnable(case, fn, inputs, direction, device, dtype):
     return run
 
 
+def _lenetalex():
+    import lenetalex  # here: lenetalex imports this package
+
+    return lenetalex
+
+
+def kernel_path(case, device, dtype, direction):
+    """The fused conv's kernel path for this row (torch.ops.lenetalex._conv2d_activation_path:
+    the forward's, then the backward's parts where they differ from it), or None for other ops or
+    a build without the debug op. On the CPU it is the active ISA variant's."""
+    op = getattr(torch.ops.lenetalex, "_conv2d_activation_path", None)
+    if case.op != "conv2d_activation" or op is None:
+        return None
+    x, w = (torch.empty(t.shape, device=device, dtype=dtype) for t in case.tensors[:2])
+    k = case.kwargs
+    pair = lambda v: [v, v] if isinstance(v, int) else list(v)
+    path = lambda part: op(x, w, pair(k["stride"]), pair(k["padding"]), k["groups"], part)
+    fwd = path("forward")
+    if direction == "fwd":
+        return fwd
+    bwd = "/".join(dict.fromkeys(path(p) for p in ("grad_input", "grad_weight", "grad_bias")))
+    return fwd if bwd == fwd else f"{fwd} + {bwd}"  # the CPU's backward runs on the forward's path
+
+
 def run_op_case(case, impls, device, dtype, opts):
     """Times one case in both directions. impls: {impl: callable or None};
     None means not available. Yields one result dict per direction."""
@@ -213,6 +237,8 @@ def run_op_case(case, impls, device, dtype, opts):
         res = {"op": case.op, "case": case.name, "shape": case.shape, "direction": direction,
                "bound": case.bound, "flops": case.flops(direction), "bytes": case.bytes(direction, elem),
                "status": "ok", "note": "", "reference_s": None, "fused_s": None, "compiled_s": None}
+        if impls.get("fused") is not None and impls["fused"] is getattr(_lenetalex(), case.op, None):
+            res["path"] = kernel_path(case, device, dtype, direction)
         if impls.get("fused") is None:  # nothing to compare: don't spend time on the reference
             res.update(status="not available", note=impls.get("why", f"lenetalex.{case.op} is not in this build"))
             yield res

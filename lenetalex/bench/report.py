@@ -175,6 +175,9 @@ def _status_cell(r, fused_time):
 def op_rows(results, compiled):
     """Header and rows (lists of strings) of one op's table."""
     head = ["case", "shape", "dir", "reference", "fused", "speedup"]
+    paths = any(r.get("path") for r in results)  # the conv's kernel paths (forward + backward)
+    if paths:
+        head.insert(3, "path")
     if compiled:
         head += ["compiled ref", "vs compiled", "compile"]
     head += ["fused throughput", "% limit", "saved B/elem ref->fused"]
@@ -183,6 +186,8 @@ def op_rows(results, compiled):
         cell = _status_cell(r, r.get("fused_s"))
         row = [r["case"], r["shape"], r["direction"], fmt_time(r.get("reference_s")),
                cell or fmt_time(r.get("fused_s")), fmt_x(r.get("speedup"))]
+        if paths:
+            row.insert(3, r.get("path") or "-")
         if compiled:
             row += [fmt_time(r.get("compiled_s")), fmt_x(r.get("speedup_vs_compiled")),
                     fmt_time(r.get("compile_time_s"))]

@@ -1,12 +1,14 @@
 """conv2d_activation: act(conv2d(input, weight, bias)) as one fused op.
 
 Schema and checks: csrc/ops/conv2d_activation.cpp; kernels:
-csrc/cpu/conv2d_activation_*.cpp (entry conv2d_activation_cpu.cpp; the CPU
-paths, image-batched direct, Winograd, polyphase (strided kernels through
-Winograd), channel-blocked direct and im2col/GEMM, are described in
-conv2d_activation_cpu.h) and csrc/cuda/conv2d_activation_cuda.cu;
-reference: lenetalex.reference.conv2d_activation; tests:
-tests/test_conv2d_activation.py.
+csrc/cpu/conv2d_activation_cpu.cpp (entry) with its paths in
+csrc/cpu/conv2d_activation/ (image-batched direct, Winograd, polyphase
+(strided kernels through Winograd) and im2col/GEMM; which serves which shapes,
+and why: plan.h), and csrc/cuda/conv2d_activation_cuda.cu with its kernels in
+csrc/cuda/conv2d_activation/ (plan.cuh); the path a call takes:
+torch.ops.lenetalex._conv2d_activation_path; reference:
+lenetalex.reference.conv2d_activation; tests: tests/test_conv2d_activation.py,
+tests/test_conv2d_activation_paths.py, tests/test_conv2d_activation_cuda.py.
 """
 import torch
 

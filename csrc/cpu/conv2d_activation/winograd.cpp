@@ -11,7 +11,7 @@
 //   M[xi] (tiles x out) = V[xi] (tiles x in) . U[xi] (in x out),
 // done by ATen's GEMM (MKL); the transforms are passes vectorized over
 // channels. The output transform applies bias and activation to the tile
-// while it is hot. The matrices (conv2d_activation_winograd.h) come from the
+// while it is hot. The matrices (winograd.h) come from the
 // Toom-Cook construction; B^T holds small integers, the divisions sit in G,
 // applied once per call to the weights.
 // Backward (backward_tiles: chunks of images, three phases each):
@@ -26,9 +26,9 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu/conv2d_activation_cpu.h"
-#include "cpu/conv2d_activation_simd.h"
-#include "cpu/conv2d_activation_winograd.h"
+#include "cpu/conv2d_activation/kernels.h"
+#include "cpu/conv2d_activation/simd.h"
+#include "cpu/conv2d_activation/winograd.h"
 #include "cpu/scratch.h"
 
 namespace lenetalex {

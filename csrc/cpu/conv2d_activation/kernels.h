@@ -1,32 +1,13 @@
-// conv2d_activation on the CPU: what the kernel files share.
+// conv2d_activation on the CPU: what the path files share (helpers, the
+// call's pointers, each path's entry points). Which path runs a call, and
+// why: plan.h.
 //
-// conv2d_activation_cpu.cpp picks one path per call (polyphase, then
-// try_forward_direct / try_backward_direct below, then the GEMM path):
-//   batched  (conv2d_activation_batched.cpp): float32, few channels, stride 1,
-//            batch >= V, 8 or 16 (LeNet's C1, C3): direct convolution with one vector
-//            lane per image, so no lane is wasted whatever the channel counts.
-//   winograd (conv2d_activation_winograd.cpp): float32, 3x3 or 5x5 stride 1,
-//            >= 16 channels (AlexNet's conv2-5): F(4x4, 3x3) and F(3x3, 5x5)
-//            (F(2x2, .) on small outputs), one GEMM per Winograd point.
-//   polyphase (conv2d_activation_polyphase.cpp): float32, a strided kernel
-//            spanning three strides (AlexNet's conv1, 11x11 stride 4): the
-//            input's stride phases as channels, a 3x3 stride-1 convolution
-//            through the Winograd path.
-//   blocked  (conv2d_activation_blocked.cpp): float32, >= 16 output channels
-//            (AlexNet's conv1): direct convolution, vectors over output
-//            channels, register tiles of pixels x channel vectors.
-//   gemm     (conv2d_activation_gemm.cpp): any shape, float32 and float64:
-//            im2col of a tile into a thread-local buffer, one GEMM (ATen's,
-//            MKL), bias + activation on the tile while it is hot. A kernel
-//            that covers the whole input (LeNet's C5) is one plain GEMM.
-// The batched path runs in the AVX2 and AVX-512 variants (at::vec lanes, 8 or
-// 16 images); winograd, polyphase and blocked are AVX-512 code. Where a path
-// is missing from a variant, the GEMM path takes its calls. All paths apply the activation as the forward's
-// epilogue and its derivative, from the saved output, as the backward's
-// prologue, tile by tile; batch reductions (grad_weight, grad_bias) are
-// summed in a fixed order (deterministic): per-slot partials on the batched,
-// blocked and GEMM paths, chunks of images in order on the Winograd path
-// (which thereby does not depend on the thread count either).
+// All paths apply the activation as the forward's epilogue and its
+// derivative, from the saved output, as the backward's prologue, tile by
+// tile; batch reductions (grad_weight, grad_bias) are summed in a fixed order
+// (deterministic): per-slot partials on the batched and GEMM paths, chunks of
+// images in order on the Winograd path (which thereby does not depend on the
+// thread count either).
 #pragma once
 
 #include <algorithm>
@@ -37,6 +18,8 @@
 #include <ATen/Parallel.h>
 
 #include "common/activation.h"
+#include "common/wide_vectors.h"
+#include "cpu/conv2d_activation/plan.h"
 #include "ops/conv2d_activation.h"
 
 namespace lenetalex {
@@ -51,32 +34,6 @@ inline void valid_range(int64_t out, int64_t size, int64_t s, int64_t p, int64_t
   hi = last < 0 ? 0 : std::min(out, last / s + 1);
   lo = std::min(lo, hi);
 }
-
-// Calls f(std::integral_constant<Activation, A>) so that loops inside f see the
-// activation as a constant: the switch in activation_forward folds away and the
-// loop vectorizes.
-template <typename F>
-inline void with_activation(Activation act, F&& f) {
-  switch (act) {
-    case Activation::Relu: return f(std::integral_constant<Activation, Activation::Relu>());
-    case Activation::Tanh: return f(std::integral_constant<Activation, Activation::Tanh>());
-    case Activation::ScaledTanh:
-      return f(std::integral_constant<Activation, Activation::ScaledTanh>());
-    default: return f(std::integral_constant<Activation, Activation::Identity>());
-  }
-}
-
-// gcc tunes -march=native on these CPUs for 256-bit auto-vectorization; the
-// activation loops below run 25% faster with 512-bit vectors (measured). The
-// preference is lost when such a function is inlined into a caller without
-// it, so the whole-row helpers are not inlined (a call per row is cheap);
-// bias_act_channels, called per pixel, is inlined into callers that carry
-// the attribute themselves.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define LENETALEX_WIDE_VECTORS __attribute__((target("prefer-vector-width=512")))
-#else
-#define LENETALEX_WIDE_VECTORS
-#endif
 
 // dst[i] = act(src[i] + bias): the forward's epilogue on one row of a tile.
 template <Activation A, typename T>
@@ -177,18 +134,11 @@ void forward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act);
 template <typename T>
 void backward_gemm(const Conv2dShape& s, const ConvArgs<T>& a, Activation act);
 
-// The image-batched direct path (conv2d_activation_batched.cpp).
-bool batched_supported(const Conv2dShape& s);
+// The image-batched direct path (batched.cpp).
 void forward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 void backward_batched(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
 
-// The channel-blocked direct forward (conv2d_activation_blocked.cpp).
-bool blocked_supported(const Conv2dShape& s);
-void forward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
-void backward_blocked(const Conv2dShape& s, const ConvArgs<float>& a, Activation act);
-
-// The Winograd path for 3x3 and 5x5 stride-1 layers (conv2d_activation_winograd.cpp).
-bool winograd_supported(const Conv2dShape& s);
+// The Winograd path for 3x3 and 5x5 stride-1 layers (winograd.cpp).
 // strided: the polyphase path's strided convolution, whose input a.x is (s is
 // its stride-1 form; see below).
 void forward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activation act,
@@ -197,9 +147,8 @@ void backward_winograd(const Conv2dShape& s, const ConvArgs<float>& a, Activatio
                        const Conv2dShape* strided = nullptr);
 
 // The polyphase path for strided kernels spanning three strides (AlexNet's
-// conv1), through the Winograd path (conv2d_activation_polyphase.cpp). Takes
+// conv1), through the Winograd path (polyphase.cpp). Takes
 // the tensors (contiguous, float32); grads not in mask are left alone.
-bool polyphase_supported(const Conv2dShape& s);
 void forward_polyphase(const Conv2dShape& s, const at::Tensor& x, const at::Tensor& w,
                        const at::Tensor& b, at::Tensor& y, Activation act);
 void backward_polyphase(const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo,
@@ -211,28 +160,6 @@ void backward_polyphase(const Conv2dShape& s, const at::Tensor& gy, const at::Te
 // cg*sh*sw channels, wp pixels to a row of xn; positions outside are left alone.
 void pack_phases(const Conv2dShape& o, const float* src, int64_t hq, int64_t wq, int64_t wp,
                  float* xn);
-
-// Runs a direct path if one takes this call; float64 always goes the GEMM way.
-inline bool try_forward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
-  if (batched_supported(s)) return forward_batched(s, a, act), true;
-  if (winograd_supported(s)) return forward_winograd(s, a, act), true;
-  const bool cover = s.ph == 0 && s.pw == 0 && s.kh == s.h && s.kw == s.w;  // a plain GEMM
-  if (!cover && blocked_supported(s)) return forward_blocked(s, a, act), true;
-  return false;
-}
-inline bool try_backward_direct(const Conv2dShape& s, const ConvArgs<float>& a, Activation act) {
-  if (batched_supported(s)) return backward_batched(s, a, act), true;
-  if (winograd_supported(s)) return backward_winograd(s, a, act), true;
-  const bool cover = s.ph == 0 && s.pw == 0 && s.kh == s.h && s.kw == s.w;  // a plain GEMM
-  if (!cover && blocked_supported(s)) return backward_blocked(s, a, act), true;
-  return false;
-}
-inline bool try_forward_direct(const Conv2dShape&, const ConvArgs<double>&, Activation) {
-  return false;
-}
-inline bool try_backward_direct(const Conv2dShape&, const ConvArgs<double>&, Activation) {
-  return false;
-}
 
 }  // namespace conv_cpu
 }  // namespace LENETALEX_ISA_NS

@@ -1,22 +1,28 @@
-"""conv2d_activation on the CPU, path by path: the fused op against the reference.
+"""conv2d_activation on the CPU, path by path: the fused op against the reference,
+and which path each case takes in each ISA variant.
 
-The CPU op picks one of five kernels by shape and dtype (csrc/cpu/
-conv2d_activation_cpu.h): image-batched direct (float32, few channels, stride 1,
-batch >= 16), Winograd (float32, 3x3 or 5x5 stride 1, >= 16 channels), polyphase
-(float32, strided kernels spanning three strides, through Winograd), channel-blocked
-direct (float32, >= 16 output channels), and im2col/GEMM (everything else,
-float64 always). The shape list below reaches every one of them, forward and
-backward, with odd sizes, strides, paddings and groups."""
+The CPU op runs one of four paths, chosen by conv_cpu::choose_path
+(csrc/cpu/conv2d_activation/plan.h, with the table of which shapes each path
+serves): polyphase (float32, strided kernels spanning three strides, through
+Winograd; avx512), image-batched direct (float32, few channels, stride 1,
+batch >= 8 or 16; avx2, avx512), Winograd (float32, 3x3 or 5x5 stride 1,
+>= 16 channels; avx512), and im2col/GEMM (everything else, float64 always).
+The shape list below reaches every one of them, forward and backward, with
+odd sizes, strides, paddings and groups; PATHS says which path each case takes
+in each variant, and test_path_of_every_case holds the op to it through
+torch.ops.lenetalex._conv2d_activation_path."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import lenetalex
 from lenetalex import reference
+from lenetalex.ops.conv2d_activation import TOLERANCE_FACTOR
 from conftest import assert_close
 
 ACTIVATIONS = ["scaled_tanh", "tanh", "relu", "identity"]
-CONV_FACTOR = 10.0  # convolutions sum many products: 1e-4 in float32 (DESIGN.md)
+# Convolutions sum many products: the op's own factor (lenetalex/tolerance.py).
+CONV_FACTOR = TOLERANCE_FACTOR[torch.float32]
 
 # (name, input shape, weight shape, stride, padding, groups)
 CASES = [
@@ -50,13 +56,12 @@ CASES = [
     ("polyphase_pad", (2, 3, 17, 19), (32, 3, 11, 11), 4, 2, 1),
     ("polyphase_crop", (2, 3, 38, 41), (20, 3, 11, 11), 4, 0, 1),
     ("polyphase_s3x4_g2", (2, 4, 23, 30), (32, 2, 7, 9), (3, 4), (1, 2), 2),
-    # channel-blocked direct path (float32): AlexNet-like
-    ("blocked_s2_odd", (3, 8, 11, 9), (20, 8, 3, 5), 2, (1, 2), 1),
-    ("blocked_g3", (2, 9, 10, 10), (48, 3, 5, 5), 1, 1, 3),
-    # 1 and 15 channels: the vector channels-last interleave of < 16 channels
-    ("blocked_c1", (2, 1, 23, 21), (16, 1, 5, 5), 1, 0, 1),
-    ("blocked_c15_s2", (2, 15, 9, 11), (17, 15, 3, 3), 2, 1, 1),
-    # im2col/GEMM path (float32: few channels and small batch)
+    # im2col/GEMM path (float32: few channels, small batch, strides the other paths don't
+    # take; the first four went to a channel-blocked direct path, removed in issue 19)
+    ("gemm_s2_odd", (3, 8, 11, 9), (20, 8, 3, 5), 2, (1, 2), 1),
+    ("gemm_g3", (2, 9, 10, 10), (48, 3, 5, 5), 1, 1, 3),
+    ("gemm_c1", (2, 1, 23, 21), (16, 1, 5, 5), 1, 0, 1),
+    ("gemm_c15_s2", (2, 15, 9, 11), (17, 15, 3, 3), 2, 1, 1),
     ("gemm_s2_g3", (3, 6, 11, 9), (9, 2, 3, 3), 2, 1, 3),
     ("gemm_1x1", (2, 5, 7, 7), (4, 5, 1, 1), 1, 0, 1),
     ("gemm_1x1_s2", (3, 4, 9, 9), (6, 2, 1, 1), 2, 1, 2),
@@ -64,6 +69,28 @@ CASES = [
     ("batch_1", (1, 2, 8, 8), (3, 2, 3, 3), 1, 1, 1),
     ("batch_0", (0, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1),
 ]
+
+# The path each case takes in float32, per variant (baseline, avx2, avx512); float64 takes
+# gemm everywhere. Batched needs batch >= 8 (avx2) or 16 (avx512); Winograd and polyphase
+# are AVX-512 code. Forward and backward take the same path ("none": nothing to compute).
+_B, _W, _P, _G = "batched", "winograd", "polyphase", "gemm"
+PATHS = {
+    "lenet_c1": (_G, _B, _B), "lenet_c3": (_G, _B, _B), "batched_pad_g2": (_G, _B, _B),
+    "batched_7x7_pad3": (_G, _B, _B), "batched_1x1": (_G, _B, _B),
+    "lenet_c5": (_G, _G, _G),  # covers its input: one GEMM
+    **{name: (_G, _G, _W) for name in [
+        "winograd_p1", "winograd_p0_g2", "winograd_p2_odd", "winograd_asym_pad", "winograd2_small",
+        "winograd_chunks", "alexnet_conv2_g2", "winograd5_p2_g2", "winograd5_p0_odd",
+        "winograd5_p4_asym"]},
+    **{name: (_G, _G, _P) for name in [
+        "alexnet_conv1_s4", "polyphase_pad", "polyphase_crop", "polyphase_s3x4_g2"]},
+    **{name: (_G, _G, _G) for name in [
+        "gemm_s2_odd", "gemm_g3", "gemm_c1", "gemm_c15_s2", "gemm_s2_g3", "gemm_1x1", "gemm_1x1_s2",
+        "gemm_kernel_beyond_input", "batch_1"]},
+    "batch_0": ("none", "none", "none"),
+}
+ISAS = ["baseline", "avx2", "avx512"]
+PARTS = ["forward", "grad_input", "grad_weight", "grad_bias"]
 
 
 def _tensors(xs, ws, dtype, device="cpu", seed=0, bias=True):
@@ -107,21 +134,21 @@ def test_matches_reference_cpu(case, dtype):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "blocked_g3", "gemm_s2_g3"])
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "alexnet_conv1_s4", "gemm_s2_g3"])
 def test_every_activation_on_every_path(name, activation):
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
     x, w, b = _tensors(xs, ws, torch.float32, seed=1)
     _check_against_reference(x, w, b, stride, padding, groups, activation, torch.float32)
 
 
-@pytest.mark.parametrize("name", ["lenet_c1", "winograd_p0_g2", "blocked_s2_odd", "gemm_1x1"])
+@pytest.mark.parametrize("name", ["lenet_c1", "winograd_p0_g2", "polyphase_pad", "gemm_1x1"])
 def test_without_bias(name):
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
     x, w, _ = _tensors(xs, ws, torch.float32, bias=False)
     _check_against_reference(x, w, None, stride, padding, groups, "tanh", torch.float32)
 
 
-@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "blocked_g3", "gemm_s2_g3"])
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "alexnet_conv1_s4", "gemm_s2_g3"])
 @pytest.mark.parametrize("layout", ["channels_last", "non_contiguous"])
 def test_memory_layouts(name, layout):
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
@@ -138,7 +165,7 @@ def test_memory_layouts(name, layout):
     _check_against_reference(x, w, b, stride, padding, groups, "scaled_tanh", torch.float32)
 
 
-@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "blocked_g3", "alexnet_conv1_s4", "gemm_s2_g3"])
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "gemm_g3", "alexnet_conv1_s4", "gemm_s2_g3"])
 def test_backward_output_mask_subsets(name):
     # Each grad alone must equal the same grad computed together with the others.
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
@@ -159,7 +186,7 @@ def test_backward_output_mask_subsets(name):
                 assert part[j].shape == (0,)
 
 
-@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "blocked_g3", "lenet_c5"])
+@pytest.mark.parametrize("name", ["lenet_c3", "winograd_p1", "winograd5_p2_g2", "alexnet_conv1_s4", "lenet_c5"])
 def test_backward_is_deterministic(name):
     _, xs, ws, stride, padding, groups = next(c for c in CASES if c[0] == name)
     x, w, b = _tensors(xs, ws, torch.float32)
@@ -277,9 +304,9 @@ def test_bad_backward_input():
         torch.ops.lenetalex.conv2d_activation_backward(y, y, x, w, [1, 1], [0, 0], 1, "gelu", [True] * 3)
 
 
-# The Winograd and polyphase paths are AVX-512 code (conv2d_activation_cpu.h),
-# compiled only where -march=native gives AVX-512; elsewhere these shapes go the
-# GEMM path, whose grad_weight sums per thread (seen on an AVX2-only AMD EPYC).
+# The Winograd and polyphase paths are AVX-512 code (csrc/cpu/conv2d_activation/plan.h),
+# in the avx512 variant only; elsewhere these shapes go the GEMM path, whose
+# grad_weight sums per thread (seen on an AVX2-only AMD EPYC).
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512",
                     reason="the Winograd path needs an AVX-512 CPU")
 @pytest.mark.parametrize("name", ["winograd_p1", "winograd5_p2_g2", "alexnet_conv1_s4"])
@@ -301,3 +328,79 @@ def test_winograd_independent_of_thread_count(name):
     assert torch.equal(y1, y2)
     for a, e in zip(g1, g2):
         assert torch.equal(a, e)
+
+
+# ---- which path each case takes ---------------------------------------------------
+
+
+def _pair(v):
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def _path(x, w, stride, padding, groups, part):
+    return torch.ops.lenetalex._conv2d_activation_path(x, w, _pair(stride), _pair(padding), groups, part)
+
+
+@pytest.fixture
+def isa(request):
+    """Runs the test in the ISA variant request.param (lenetalex.set_cpu_isa), then restores
+    the one before; skips a variant this CPU or build cannot run, naming it."""
+    if request.param not in lenetalex.cpu_isas():
+        pytest.skip(f"the {request.param} CPU variant does not run here (runnable: "
+                    f"{', '.join(lenetalex.cpu_isas())})")
+    before = lenetalex.build_info()["cpu_isa"]
+    lenetalex.set_cpu_isa(request.param)
+    yield request.param
+    lenetalex.set_cpu_isa(before)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_path_of_every_case(case, isa):
+    name, xs, ws, stride, padding, groups = case
+    want = PATHS[name][ISAS.index(isa)]
+    for dtype in (torch.float32, torch.float64):
+        x, w, _ = _tensors(xs, ws, dtype)
+        expected = want if dtype == torch.float32 or want == "none" else "gemm"
+        got = {part: _path(x, w, stride, padding, groups, part) for part in PARTS}
+        assert got == dict.fromkeys(PARTS, expected), (name, isa, dtype)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+def test_path_of_the_bench_shapes(isa):
+    # lenetalex bench's conv rows (lenetalex/bench/cases.py), as plan.h's table says.
+    lenet = "gemm" if isa == "baseline" else "batched"
+    alex = lambda path: path if isa == "avx512" else "gemm"
+    rows = [
+        ((256, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, lenet),
+        ((256, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, lenet),
+        ((256, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1, "gemm"),
+        ((8, 3, 227, 227), (96, 3, 11, 11), 4, 0, 1, alex("polyphase")),
+        ((8, 96, 27, 27), (256, 48, 5, 5), 1, 2, 2, alex("winograd")),
+        ((8, 256, 13, 13), (384, 256, 3, 3), 1, 1, 1, alex("winograd")),
+        ((8, 384, 13, 13), (384, 192, 3, 3), 1, 1, 2, alex("winograd")),
+        ((8, 384, 13, 13), (256, 192, 3, 3), 1, 1, 2, alex("winograd")),
+    ]
+    for xs, ws, stride, padding, groups, want in rows:
+        x, w = torch.empty(xs), torch.empty(ws)
+        for part in PARTS:
+            assert _path(x, w, stride, padding, groups, part) == want, (xs, ws, part)
+
+
+def test_path_op_checks_its_arguments():
+    x, w = torch.empty(2, 3, 8, 8), torch.empty(4, 3, 3, 3)
+    with pytest.raises(ValueError, match="part must be one of"):
+        _path(x, w, 1, 0, 1, "backward")
+    with pytest.raises(ValueError):
+        _path(x, torch.empty(4, 2, 3, 3), 1, 0, 1, "forward")  # channel mismatch
+
+
+def test_bench_rows_name_their_path():
+    # `lenetalex bench` prints each conv row's path beside it (lenetalex/bench/measure.py).
+    from lenetalex.bench import cases, measure
+
+    active = lenetalex.build_info()["cpu_isa"]
+    for case in cases.op_cases("conv2d_activation", "cpu", None):
+        fwd = measure.kernel_path(case, "cpu", torch.float32, "fwd")
+        assert fwd in ("batched", "winograd", "polyphase", "gemm"), (case.name, active)
+        assert measure.kernel_path(case, "cpu", torch.float32, "fwd+bwd") == fwd  # one path per call

@@ -1,5 +1,5 @@
 // conv2d_activation on CUDA: the three convolutions as implicit GEMMs, i.e. the
-// Problems that igemm_kernel (conv2d_activation_igemm.cuh) runs. Each says how
+// Problems that igemm_kernel (igemm.cuh) runs. Each says how
 // to gather A and B from the tensors and what to do with C.
 //
 // Notation: input x (N, C, H, W), weight w (OC, cg, KH, KW), output y and its

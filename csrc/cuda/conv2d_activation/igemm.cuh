@@ -1,5 +1,5 @@
 // conv2d_activation on CUDA: the tiled implicit-GEMM kernel shared by the
-// forward, grad_input and grad_weight (see conv2d_activation_problems.cuh).
+// forward, grad_input and grad_weight (see problems.cuh).
 //
 // C[M x N] = A[M x K] * B[K x N] per group, where A and B are never formed in
 // memory: a Problem gathers their elements on the fly from the tensors and
@@ -32,6 +32,7 @@
 
 #include <cstdint>
 
+#include "common/ceil_div.h"
 #include "cuda/launch.cuh"
 
 namespace lenetalex {
@@ -62,8 +63,6 @@ struct Tile {
 };
 constexpr int kBM = Tile<64>::kM;  // the forward's tile, 64 x 64
 constexpr int kBN = Tile<64>::kN;
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Problem interface (all __device__, const):
 //   using acc_t;

@@ -17,7 +17,7 @@
 
 #include <algorithm>
 
-#include "cpu/conv2d_activation_cpu.h"
+#include "cpu/conv2d_activation/kernels.h"
 
 namespace lenetalex {
 inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h

@@ -1,5 +1,5 @@
 // conv2d_activation's Winograd path: the tile matrices and the constant-matrix
-// products that apply them (conv2d_activation_winograd.cpp does the rest).
+// products that apply them (winograd.cpp does the rest).
 // Plain constants and templates over the element type (float, or __m512 whose
 // +, -, * gcc provides): no intrinsics here.
 #pragma once

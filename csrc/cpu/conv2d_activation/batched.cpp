@@ -19,8 +19,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
-#include "cpu/conv2d_activation_cpu.h"
-#include "cpu/conv2d_activation_simd.h"
+#include "cpu/conv2d_activation/kernels.h"
+#include "cpu/conv2d_activation/simd.h"
 #include "cpu/scratch.h"
 
 // The tiles are written on at::vec::Vectorized<float> (ATen's vector type, in
@@ -263,7 +263,7 @@ void pack_weights_forward(const Conv2dShape& s, const Plan& p, const float* w, f
 bool batched_supported(const Conv2dShape& s) {
   if (s.sh != 1 || s.sw != 1 || s.n < V) return false;
   if (s.ph >= s.kh || s.pw >= s.kw) return false;
-  if (s.ph == 0 && s.pw == 0 && s.kh == s.h && s.kw == s.w) return false;  // a matrix product
+  if (covers_input(s)) return false;  // a matrix product: the GEMM path
   if (s.cg > 32 || s.ocg > 64 || s.kh > 11 || s.kw > 11) return false;
   // Per-task buffers of about L2 size at most.
   const int64_t plane_bytes = (s.h + 2 * s.kh) * (s.w + 2 * s.kw + 16) * V * 4;

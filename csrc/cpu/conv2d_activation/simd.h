@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "cpu/conv2d_activation_cpu.h"
+#include "cpu/conv2d_activation/kernels.h"
 
 // gcc 12 warns about the placeholder operand inside its own unpack/shuffle
 // intrinsics (-Wmaybe-uninitialized, or -Wuninitialized where not inlined: a known

@@ -21,7 +21,7 @@
 
 #include <cstring>
 
-#include "cpu/conv2d_activation_cpu.h"
+#include "cpu/conv2d_activation/kernels.h"
 #include "cpu/scratch.h"
 
 namespace lenetalex {
@@ -88,7 +88,7 @@ Geometry plan(const Conv2dShape& s, int64_t elem_size) {
   g.P = s.oh * s.ow;
   g.K = s.cg * s.kh * s.kw;
   g.HW = s.h * s.w;
-  g.cover = s.ph == 0 && s.pw == 0 && s.kh == s.h && s.kw == s.w;
+  g.cover = covers_input(s);
   g.pointwise = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
   // Columns per chunk: the col buffer (K x cols) about 1 MiB, i.e. in L2, but
   // at least 64 columns so the GEMM is not too thin.
