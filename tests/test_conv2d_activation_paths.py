@@ -73,17 +73,18 @@ CASES = [
 # The path each case takes in float32, per variant (baseline, avx2, avx512); float64 takes
 # gemm everywhere. Batched needs batch >= 8 (avx2) or 16 (avx512); Winograd and polyphase
 # are AVX-512 code. Forward and backward take the same path ("none": nothing to compute).
-_B, _W, _P, _G = "batched", "winograd", "polyphase", "gemm"
+_B, _W, _P, _O, _G = "batched", "winograd", "polyphase", "onednn", "gemm"
 PATHS = {
     "lenet_c1": (_G, _B, _B), "lenet_c3": (_G, _B, _B), "batched_pad_g2": (_G, _B, _B),
     "batched_7x7_pad3": (_G, _B, _B), "batched_1x1": (_G, _B, _B),
     "lenet_c5": (_G, _G, _G),  # covers its input: one GEMM
     **{name: (_G, _G, _W) for name in [
         "winograd_p1", "winograd_p0_g2", "winograd_p2_odd", "winograd_asym_pad", "winograd2_small",
-        "winograd_chunks", "alexnet_conv2_g2", "winograd5_p2_g2", "winograd5_p0_odd",
-        "winograd5_p4_asym"]},
-    **{name: (_G, _G, _P) for name in [
-        "alexnet_conv1_s4", "polyphase_pad", "polyphase_crop", "polyphase_s3x4_g2"]},
+        "winograd5_p2_g2", "winograd5_p0_odd", "winograd5_p4_asym"]},
+    # >= 64 output channels per group over >= 256 products: oneDNN where Winograd is missing
+    **{name: (_O, _O, _W) for name in ["winograd_chunks", "alexnet_conv2_g2"]},
+    "alexnet_conv1_s4": (_O, _O, _P),
+    **{name: (_G, _G, _P) for name in ["polyphase_pad", "polyphase_crop", "polyphase_s3x4_g2"]},
     **{name: (_G, _G, _G) for name in [
         "gemm_s2_odd", "gemm_g3", "gemm_c1", "gemm_c15_s2", "gemm_s2_g3", "gemm_1x1", "gemm_1x1_s2",
         "gemm_kernel_beyond_input", "batch_1"]},
@@ -370,7 +371,7 @@ def test_path_of_every_case(case, isa):
 def test_path_of_the_bench_shapes(isa):
     # lenetalex bench's conv rows (lenetalex/bench/cases.py), as plan.h's table says.
     lenet = "gemm" if isa == "baseline" else "batched"
-    alex = lambda path: path if isa == "avx512" else "gemm"
+    alex = lambda path: path if isa == "avx512" else "onednn"
     rows = [
         ((256, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, lenet),
         ((256, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, lenet),
@@ -402,5 +403,5 @@ def test_bench_rows_name_their_path():
     active = lenetalex.build_info()["cpu_isa"]
     for case in cases.op_cases("conv2d_activation", "cpu", None):
         fwd = measure.kernel_path(case, "cpu", torch.float32, "fwd")
-        assert fwd in ("batched", "winograd", "polyphase", "gemm"), (case.name, active)
+        assert fwd in ("batched", "winograd", "polyphase", "onednn", "gemm"), (case.name, active)
         assert measure.kernel_path(case, "cpu", torch.float32, "fwd+bwd") == fwd  # one path per call

@@ -52,9 +52,10 @@ at::Tensor conv2d_activation_cpu(const at::Tensor& input, const at::Tensor& weig
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
+  const Path path = conv_cpu::choose_path(s, input.scalar_type(), ConvPart::Forward);
+  if (path == Path::Onednn) return conv_cpu::forward_onednn(s, x, w, b, act);  // its own y
   at::Tensor y = at::empty({s.n, s.oc, s.oh, s.ow}, input.options());
   advise_huge_pages(y);
-  const Path path = conv_cpu::choose_path(s, input.scalar_type(), ConvPart::Forward);
   if (path == Path::None) return y;
   if (path == Path::Polyphase) {
     conv_cpu::forward_polyphase(s, x, w, b, y, act);
@@ -97,6 +98,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
   const at::Tensor w = output_mask[0] ? weight.contiguous() : weight;
   if (path == Path::Polyphase) {
     conv_cpu::backward_polyphase(s, gy, y, x, w, act, output_mask, gx, gw, gb);
+    return {gx, gw, gb};
+  }
+  if (path == Path::Onednn) {
+    conv_cpu::backward_onednn(s, gy, y, input, weight, act, output_mask, gx, gw, gb);
     return {gx, gw, gb};
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_activation_backward_cpu", [&] {

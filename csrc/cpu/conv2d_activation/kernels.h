@@ -155,6 +155,13 @@ void backward_polyphase(const Conv2dShape& s, const at::Tensor& gy, const at::Te
                         const at::Tensor& x, const at::Tensor& w, Activation act,
                         std::array<bool, 3> mask, at::Tensor& gx, at::Tensor& gw,
                         at::Tensor& gb);
+// The oneDNN path for large GEMM-shaped layers (onednn.cpp): PyTorch's
+// convolution with our bias + activation pass; the forward returns y.
+at::Tensor forward_onednn(const Conv2dShape& s, const at::Tensor& x, const at::Tensor& w,
+                          const at::Tensor& b, Activation act);
+void backward_onednn(const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo,
+                     const at::Tensor& x, const at::Tensor& w, Activation act,
+                     std::array<bool, 3> mask, at::Tensor& gx, at::Tensor& gw, at::Tensor& gb);
 // One image's group of the strided input o (cg x h x w at src) as the
 // zero-padded channels-last plane of its phases: hq x wq pixels of
 // cg*sh*sw channels, wp pixels to a row of xn; positions outside are left alone.

@@ -13,14 +13,16 @@
 // |           |               | padded planes of one task within ~4 MB                  |                |                                               |
 // | winograd  | winograd.cpp  | 3x3 or 5x5 stride 1, cg and ocg >= 16, padding < k,      | avx512         | alexnet_conv2 .. conv5, fwd and bwd            |
 // |           |               | output >= 2x2                                           |                |                                               |
-// | gemm      | gemm.cpp      | everything else (covers_input: one plain GEMM)          | all            | lenet_c5 (covers its input), every shape in    |
-// |           |               |                                                         |                | the baseline variant, AlexNet's in avx2        |
+// | onednn    | onednn.cpp    | ocg >= 64, cg*kh*kw >= 256, not covers_input: PyTorch's | all            | alexnet_conv1 .. conv5 in baseline and avx2    |
+// |           |               | convolution (oneDNN) + our bias/activation pass          |                |                                               |
+// | gemm      | gemm.cpp      | everything else (covers_input: one plain GEMM)          | all            | lenet_c5 (covers its input), LeNet's C1/C3 in  |
+// |           |               |                                                         |                | the baseline variant                          |
 //
 // Backward (grad_input, grad_weight, grad_bias) runs on the forward's path:
 // the same choice, all three grads of one call in one pass over the images.
 // So AlexNet conv3's backward on an AVX-512 CPU is Winograd F(4x4, 3x3)
 // (winograd.cpp: 13x13 output, 256 -> 384 channels), on an AVX2 or older CPU
-// the im2col/GEMM path.
+// the oneDNN path (its activation-gradient pass, then at::convolution_backward).
 //
 // What earned each path its place (speedup over the plain-PyTorch reference,
 // bench/results/cpu-2core-avx512.md, 2-core AVX-512 Xeon, commit c93c559;
@@ -32,6 +34,10 @@
 //              6.00x fwd+bwd for lenet_c1, 23.99 against 43.97 ms.
 //   winograd:  alexnet_conv2..5 1.27-1.45x fwd+bwd, 1.19-1.93x fwd; on the
 //              AVX2 EPYC the GEMM path gets 0.99-1.12x on the same rows.
+//   onednn:    on the AVX2 EPYC (idle, bench --quick, avx2 variant) the GEMM
+//              path ran alexnet_conv1..5 at 0.55-0.73x fwd and 0.55-1.25x
+//              fwd+bwd (ATen's mm is MKL, slow on AMD); the figures with this
+//              path: bench/results/cpu-amd-epyc-avx2.md.
 //   gemm:      lenet_c5 3.60x fwd+bwd, 5.27x fwd (a plain GEMM); the fallback.
 // A channel-blocked direct path (AVX-512, >= 16 output channels) was removed
 // (issue 19): once polyphase took AlexNet conv1 it served no bench row, only
@@ -49,7 +55,7 @@ namespace lenetalex {
 inline namespace LENETALEX_ISA_NS {  // one copy per ISA variant: cpu/isa.h
 namespace conv_cpu {
 
-enum class Path : int { None, Polyphase, Batched, Winograd, Gemm };
+enum class Path : int { None, Polyphase, Batched, Winograd, Onednn, Gemm };
 
 // The debug op's names.
 inline const char* path_name(Path p) {
@@ -57,6 +63,7 @@ inline const char* path_name(Path p) {
     case Path::Polyphase: return "polyphase";
     case Path::Batched: return "batched";
     case Path::Winograd: return "winograd";
+    case Path::Onednn: return "onednn";
     case Path::Gemm: return "gemm";
     default: return "none";
   }
@@ -73,6 +80,7 @@ inline bool covers_input(const Conv2dShape& s) {
 bool polyphase_supported(const Conv2dShape& s);
 bool batched_supported(const Conv2dShape& s);
 bool winograd_supported(const Conv2dShape& s);
+bool onednn_supported(const Conv2dShape& s);  // every variant
 
 // The path of one call. None: the entry returns before any kernel (an empty
 // output; a backward over no images or no channels, whose grads are zeros).
@@ -84,6 +92,7 @@ inline Path choose_path(const Conv2dShape& s, c10::ScalarType dtype, ConvPart pa
   if (polyphase_supported(s)) return Path::Polyphase;
   if (batched_supported(s)) return Path::Batched;
   if (winograd_supported(s)) return Path::Winograd;
+  if (onednn_supported(s)) return Path::Onednn;
   return Path::Gemm;
 }
 
