@@ -3,7 +3,7 @@ lenetalex/ops/rbf_distance.py.
 
 Plain PyTorch (no kernel of its own: autograd and torch.compile handle it);
 reference: lenetalex.reference.lenet_map_loss; tests:
-tests/test_rbf_distance.py (its lenet_map_loss section) and
+tests/test_lenet_map_loss.py and
 tests/test_models.py.
 """
 import torch
