@@ -41,8 +41,9 @@ TARGETS = [
      "min", lambda r: r["case"] == "LeNet5" and r["direction"] == "train step", 3.0, "speedup"),
     ("LeNet-5 inference >= 4x", "models",
      "min", lambda r: r["case"] == "LeNet5" and r["direction"] == "inference", 4.0, "speedup"),
-    ("AlexNet training step >= 1.1x", "models",
-     "min", lambda r: r["case"] == "AlexNet" and r["direction"] == "train step", 1.1, "speedup"),
+    # Issue 18 (CPU targets on every x86 kind): 1.2x.
+    ("AlexNet training step >= 1.2x", "models",
+     "min", lambda r: r["case"] == "AlexNet" and r["direction"] == "train step", 1.2, "speedup"),
     ("LeNet-5 training step: fused >= 1.0x compiled reference (--compile)", "models",
      "min", lambda r: r["case"] == "LeNet5" and r["direction"] == "train step", 1.0,
      "speedup_vs_compiled"),
