@@ -10,12 +10,15 @@ kernel that the sanitizer passes but that computes garbage still fails here.
 
 Exit 0: every kernel ran and matched; 1: a mismatch; 2: no CUDA device.
 Which kernels a case reaches (see the file comments of csrc/cuda/*.cu):
-  conv2d_activation  direct forward (LeNet C1, forced with
-                     LENETALEX_CONV_CUDA_KERNEL=direct), implicit-GEMM forward
-                     (AlexNet-like, grouped), cuDNN + our bias/activation
-                     epilogue (a large GEMM in float16/bfloat16); in the backward grad_input and
-                     grad_weight on 256x16 (C1, C3), 128x32 (C5 grad_input)
-                     and 64x64 tiles, split-K with its sum for both (C5's
+  conv2d_activation  unforced ("cudnn" case): cuDNN + our bias/activation
+                     epilogue forward, our gpre + grad_bias pass + cuDNN
+                     backward. Forced with LENETALEX_CONV_CUDA_KERNEL (our
+                     kernels, both directions): direct forward (LeNet C1),
+                     implicit GEMM (SIMT in float32/float64, tensor cores in
+                     float16/bfloat16) forward, and in the backward
+                     grad_input and grad_weight on 256x16 (C1, C3), 128x32
+                     (C5 grad_input) and 64x64 SIMT tiles or 64x16/32/64
+                     tensor-core tiles, split-K with its sum for both (C5's
                      grad_input: K = 3000), grad_bias's two passes
   avg_subsample      2x2/2 and general forward; backward with and without
                      grad_input (the two loops) and the finish kernel
@@ -60,7 +63,7 @@ def _cases():
         ("conv direct lenet_c1", *conv(), lenet_conv("lenet_c1"), "direct"),
         ("conv gemm lenet_c3", *conv(), lenet_conv("lenet_c3"), "gemm"),
         ("conv gemm lenet_c5", *conv(), lenet_conv("lenet_c5"), "gemm"),
-        # Per group M = 4 * 34 * 34 >= 4096, ocg 64, K 288: cuDNN + epilogue in half types.
+        # Per group M = 4 * 34 * 34 >= 4096, ocg 64, K 288: cuDNN + epilogue, prologue + cuDNN.
         ("conv cudnn + epilogue", *conv(padding=1, activation="relu"),
          [(4, 32, 34, 34), (64, 32, 3, 3), (64,)], None),
         ("conv gemm grouped strided relu", *conv(stride=2, padding=1, groups=2, activation="relu"),

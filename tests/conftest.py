@@ -47,6 +47,22 @@ def _cuda_kernels_in_emulator(request):
         yield
 
 
+@pytest.fixture(autouse=True)
+def _float32_without_tf32(request):
+    """`cuda` cases check float32 to float32's tolerance: TF32 off for cuDNN (which
+    the fused conv's large layers and the references run) unless a test turns it on
+    (test_float32_follows_allow_tf32)."""
+    if not request.node.get_closest_marker("cuda"):
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def assert_close(actual, expected, dtype, factor=1.0):
     """Fails with the normalized max error (lenetalex.tolerance) when it exceeds
     TOL[dtype] * factor."""

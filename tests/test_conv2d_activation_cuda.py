@@ -51,22 +51,40 @@ C3 = CONV["lenet_c3"]
 # _conv2d_activation_path. Forced, every case fits the direct kernel's shared
 # memory, so forcing it never falls back to the implicit GEMM. Auto: these take
 # the direct kernel, AlexNet conv1 (per group M = 6050, ocg 96, K 363) cuDNN +
-# our epilogue in half types or float32 with TF32 off, the rest the implicit GEMM.
+# our epilogue, the rest the tensor-core GEMM in half types and cuDNN + our
+# epilogue in float32.
 AUTO_DIRECT = {"lenet_c1", "lenet_c3", "odd_s2x1_p1x2_g3", "depthwise", "wide_ragged"}
+
+
+def gemm_path(dtype):
+    """The implicit GEMM's path: on tensor cores in half types (sm_80+, or the emulator)."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    mma = not HAS_CUDA or torch.cuda.get_device_capability()[0] >= 8
+    return "igemm_mma" if half and mma else "igemm"
 
 
 def forward_path(name, dtype, kernel):
     if kernel != "auto":
-        return {"direct": "direct", "gemm": "igemm"}[kernel]
-    if name == "alexnet_conv1" and (dtype != torch.float32 or not torch.backends.cudnn.allow_tf32):
+        return {"direct": "direct", "gemm": gemm_path(dtype)}[kernel]
+    if name == "alexnet_conv1":
         return "cudnn_epilogue"
-    return "direct" if name in AUTO_DIRECT else "igemm"
+    if name in AUTO_DIRECT:
+        return "direct"
+    # The rest: tensor cores in half types, cuDNN + our epilogue in float32.
+    return "igemm_mma" if gemm_path(dtype) == "igemm_mma" else "cudnn_epilogue"
 
 
 def cuda_path(x, w, stride, padding, groups, part):
     """The CUDA entries' path for this call (the emulator's op on CPU tensors)."""
     ops = torch.ops.lenetalex_emu if EMULATED else torch.ops.lenetalex
     return ops._conv2d_activation_path(x, w, list(pair(stride)), list(pair(padding)), groups, part)
+
+
+@pytest.fixture(params=["auto", "gemm"])
+def backward_kernels(request, monkeypatch):
+    """The backward's kernels: cuDNN after our prologue (auto), or ours (forced)."""
+    monkeypatch.setenv("LENETALEX_CONV_CUDA_KERNEL", request.param)
+    return request.param
 
 
 @pytest.fixture(params=KERNELS)
@@ -158,21 +176,35 @@ def test_forward_noncontiguous_and_channels_last(dtype, kernel):
     assert_close(lenetalex.conv2d_activation(cl, wcl, b, 1, 1), want, dtype, FACTOR[dtype])
 
 
+# A large layer (per group M = 4624, ocg 64, K 288): cuDNN (ATen's CPU conv in the
+# emulator) with our epilogue forward, our prologue backward.
+LARGE = ((4, 32, 34, 34), (64, 32, 3, 3))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("act", ["relu", "scaled_tanh"])
 def test_forward_cudnn_and_epilogue(dtype, act):
-    """A large GEMM (per group M = 4624, ocg 64, K 288) in half types, or float32 with TF32
-    off for cuDNN: at::convolution (ATen's CPU conv in the emulator) and our bias +
-    activation kernel."""
-    x, w, b = make((4, 32, 34, 34), (64, 32, 3, 3), dtype)
+    x, w, b = make(*LARGE, dtype)
+    y = lenetalex.conv2d_activation(x, w, b, 1, 1, activation=act)
+    assert cuda_path(x, w, 1, 1, 1, "forward") == "cudnn_epilogue"
+    assert_close(y, ref64(x, w, b, 1, 1, 1, act), dtype, FACTOR[dtype])
+
+
+def test_float32_follows_allow_tf32():
+    """float32 on the cudnn paths is F.conv2d's: with TF32 allowed (conftest turns it off
+    for the other CUDA tests) cuDNN may use it, and the result is within TF32's 10-bit
+    mantissa (float16's tolerance) of the exact one; our kernels never use TF32."""
+    x, w, b = make(*LARGE, torch.float32)
     old = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = True
     try:
-        y = lenetalex.conv2d_activation(x, w, b, 1, 1, activation=act)
+        y = lenetalex.conv2d_activation(x, w, b, 1, 1, activation="relu")
         assert cuda_path(x, w, 1, 1, 1, "forward") == "cudnn_epilogue"
+        want = F.relu(F.conv2d(x, w, b, 1, 1))  # the same cuDNN, the same flag
     finally:
         torch.backends.cudnn.allow_tf32 = old
-    assert_close(y, ref64(x, w, b, 1, 1, 1, act), dtype, FACTOR[dtype])
+    assert_close(y, ref64(x, w, b, 1, 1, 1, "relu"), torch.float16, FACTOR[torch.float16])
+    assert_close(y, want.double(), torch.float16, FACTOR[torch.float16])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -182,15 +214,31 @@ def test_forward_batch_zero(dtype, kernel):
     assert y.shape == (0, 4, 5, 5) and y.device == x.device
 
 
-def test_path_of_each_backward_part():
-    # The backward is always ours: implicit GEMMs for grad_input and grad_weight, column sums
-    # for grad_bias; nothing runs over an empty batch (grad_weight, grad_bias: zero-filled).
+def test_path_of_each_backward_part(monkeypatch):
+    # float32: cuDNN after our prologue; ours under the knob (implicit GEMMs for grad_input
+    # and grad_weight, column sums for grad_bias) and over an empty batch, where nothing runs
+    # but grad_weight's GEMM (grad_weight, grad_bias: zero-filled).
     x, w, _ = make((2, 6, 14, 14), (16, 6, 5, 5), torch.float32)
-    parts = {p: cuda_path(x, w, 1, 0, 1, p) for p in ("grad_input", "grad_weight", "grad_bias")}
-    assert parts == {"grad_input": "igemm", "grad_weight": "igemm", "grad_bias": "column_sums"}
+    parts = ("grad_input", "grad_weight", "grad_bias")
+    assert [cuda_path(x, w, 1, 0, 1, p) for p in parts] == ["cudnn_prologue"] * 3
+    monkeypatch.setenv("LENETALEX_CONV_CUDA_KERNEL", "gemm")
+    assert [cuda_path(x, w, 1, 0, 1, p) for p in parts] == ["igemm", "igemm", "column_sums"]
+    monkeypatch.setenv("LENETALEX_CONV_CUDA_KERNEL", "auto")
     x0 = x[:0]
     assert [cuda_path(x0, w, 1, 0, 1, p) for p in ("forward", "grad_input", "grad_weight", "grad_bias")] == [
         "none", "none", "igemm", "none"]
+
+
+@pytest.mark.parametrize("dtype", [*DTYPES, torch.float64], ids=str)
+def test_path_of_each_large_backward_part(dtype, monkeypatch):
+    # cuDNN after our prologue, every part; float64 and the testing knob: ours.
+    x, w, _ = make(*LARGE, dtype)
+    parts = ("grad_input", "grad_weight", "grad_bias")
+    ours = [gemm_path(dtype), gemm_path(dtype), "column_sums"]
+    want = ours if dtype == torch.float64 else ["cudnn_prologue"] * 3
+    assert [cuda_path(x, w, 1, 1, 1, p) for p in parts] == want
+    monkeypatch.setenv("LENETALEX_CONV_CUDA_KERNEL", "gemm")
+    assert [cuda_path(x, w, 1, 1, 1, p) for p in parts] == ours
 
 
 @pytest.mark.gpu
@@ -210,7 +258,7 @@ def test_forward_on_side_stream(kernel):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_backward_op_matches_oracle(case, dtype):
+def test_backward_op_matches_oracle(case, dtype, backward_kernels):
     name, xs, ws, stride, padding, groups, act = case
     xs = EMULATED_SHAPES.get(name, xs) if EMULATED else xs
     x, w, b = make(xs, ws, dtype)
@@ -224,6 +272,26 @@ def test_backward_op_matches_oracle(case, dtype):
     for got, exp in zip((gx, gw, gb), want):
         assert got.dtype == dtype and got.device == x.device
         assert_close(got, exp, dtype, FACTOR[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("act", ["relu", "scaled_tanh"])
+def test_backward_cudnn_and_prologue(dtype, act, backward_kernels):
+    """A large layer's backward: our gpre pass and cuDNN (auto), or our kernels (forced),
+    against the float64 oracle, every output mask."""
+    x, w, b = make(*LARGE, dtype)
+    y = lenetalex.conv2d_activation(x, w, b, 1, 1, activation=act)
+    gy = torch.randn(y.shape, dtype=torch.float64).to(device=CUDA, dtype=dtype)
+    want = backward_oracle(gy, y, x, w, (1, 1), (1, 1), 1, act)
+    for mask in [(True, True, True), (False, True, False), (True, False, True)]:
+        got = torch.ops.lenetalex.conv2d_activation_backward(
+            gy, y, x, w, [1, 1], [1, 1], 1, act, list(mask))
+        for asked, g, exp in zip(mask, got, want):
+            if asked:
+                assert g.dtype == dtype and g.is_contiguous()
+                assert_close(g, exp, dtype, FACTOR[dtype])
+            else:
+                assert g.shape == (0,)
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
@@ -284,9 +352,11 @@ def test_backward_noncontiguous_grad_output():
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5]],
                          ids=[CASE_IDS[0], CASE_IDS[2], CASE_IDS[5]])
-def test_backward_is_deterministic(case):
-    """grad_input and grad_weight are reduced in split-K chunks (C5's grad_input: K = 3000)
-    and grad_bias in chunks of images, each summed in a fixed order: bitwise repeatable."""
+def test_backward_is_deterministic(case, monkeypatch):
+    """Our backward: grad_input and grad_weight are reduced in split-K chunks (C5's
+    grad_input: K = 3000) and grad_bias in chunks of images, each summed in a fixed order:
+    bitwise repeatable."""
+    monkeypatch.setenv("LENETALEX_CONV_CUDA_KERNEL", "gemm")
     _, xs, ws, stride, padding, groups, act = case
     x, w, b = make((8,) + xs[1:], ws, torch.float32)
     y = lenetalex.conv2d_activation(x, w, b, stride, padding, groups=groups, activation=act)
@@ -299,10 +369,29 @@ def test_backward_is_deterministic(case):
             assert torch.equal(a, c)
 
 
+def test_cudnn_backward_repeatable_when_deterministic_asked():
+    """The cudnn path is as deterministic as F.conv2d's backward: under
+    torch.use_deterministic_algorithms cuDNN picks deterministic algorithms."""
+    x, w, b = make(*C3.shapes(8), torch.float32)
+    y = lenetalex.conv2d_activation(x, w, b)
+    gy = torch.randn_like(y)
+    assert cuda_path(x, w, 1, 0, 1, "grad_weight") == "cudnn_prologue"
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        args = (gy, y, x, w, [1, 1], [0, 0], 1, "scaled_tanh", [True] * 3)
+        first = torch.ops.lenetalex.conv2d_activation_backward(*args)
+        again = torch.ops.lenetalex.conv2d_activation_backward(*args)
+    finally:
+        torch.use_deterministic_algorithms(old)
+    assert all(torch.equal(a, c) for a, c in zip(first, again))
+
+
 @pytest.mark.parametrize("xs, ws", [CONV["lenet_c5"].shapes(37),   # P = 1: 37 chunks of one image
                                      CONV["lenet_c1"].shapes(5)])      # 5 chunks, P = 784
-def test_grad_bias_chunked(xs, ws):
+def test_grad_bias_chunked(xs, ws, monkeypatch):
     """grad_bias's two passes (column sums over chunks of images, then per channel), alone."""
+    monkeypatch.setenv("LENETALEX_CONV_CUDA_KERNEL", "gemm")
     x, w, b = make(xs, ws, torch.float32)
     y = lenetalex.conv2d_activation(x, w, b)
     gy = torch.randn_like(y)

@@ -4,10 +4,16 @@
 //   - direct kernel (conv2d_activation/direct.cuh) for LeNet-sized layers:
 //     filters up to 7 x 7, cg * KH * KW <= 512, at most 32 output channels per
 //     group and at least 64 output pixels per image;
-//   - tiled implicit GEMM (conv2d_activation/igemm.cuh) for everything else
-//     (AlexNet's layers, LeNet's C5 with its 1 x 1 output).
-// Backward (its own op): gpre = grad_output * act'(output) is fused into the
-// loads of three kernels, each deterministic (no atomics):
+//   - tiled implicit GEMM (conv2d_activation/igemm.cuh; igemm_mma.cuh on tensor
+//     cores in half types) for everything else
+//     (LeNet's C5 with its 1 x 1 output, AlexNet's layers at small batch);
+//   - large layers (AlexNet's at batch): cuDNN's convolution, then our bias
+//     + activation in one pass (bias_activation_kernel).
+// Backward (its own op): in float32 and half types, one pass of ours forms
+// gpre = grad_output * act'(output) and grad_bias, then cuDNN's
+// convolution_backward grad_input and grad_weight. In float64 (and under the
+// testing knob) gpre is fused into the loads of three kernels, each
+// deterministic (no atomics):
 //   - grad_input:  implicit GEMM of the transposed conv (gather over outputs);
 //   - grad_weight: implicit GEMM reducing over N*OH*OW;
 //     both split their reduction (K) into fixed chunks when the tiles alone
@@ -20,15 +26,16 @@
 //     then per channel a fixed-order sum of its columns' partials.
 // All kernels accumulate in at::opmath_type (float; double for float64).
 //
-// Which kernels run which shapes, and why (cuDNN + our epilogue for large
-// half-precision forwards; the testing knob LENETALEX_CONV_CUDA_KERNEL):
+// Which kernels run which shapes, and why (cuDNN for large layers, TF32,
+// determinism; the testing knob LENETALEX_CONV_CUDA_KERNEL):
 // conv2d_activation/plan.cuh, whose choose_path every entry here asks.
-#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -40,6 +47,7 @@
 #include "common/grads.h"
 #include "cuda/conv2d_activation/direct.cuh"
 #include "cuda/conv2d_activation/igemm.cuh"
+#include "cuda/conv2d_activation/igemm_mma.cuh"
 #include "cuda/conv2d_activation/plan.cuh"
 #include "cuda/conv2d_activation/problems.cuh"
 #include "ops/conv2d_activation.h"
@@ -61,23 +69,31 @@ constexpr int64_t kBiasThreads = 64 * 1024;
 // ---------------------------------------------------------------------------
 // Small kernels: grad_bias and the split-K finish.
 
-// grad_bias, pass 1: partial[chunk][q] = sum over images n of the chunk, in
-// order, of gpre[n][q], q = (oc, pixel) a column of the (N, OC*P) matrix.
-// Threads take consecutive columns, so a warp reads 32 consecutive elements
-// of gy and y for any OH*OW (LeNet's C5 has P = 1).
+// grad_bias, pass 1, and the cudnn path's prologue: over the columns q =
+// (oc, pixel) of the (N, OC*P) matrix gpre = gy * act'(y), thread q of
+// chunk blockIdx.y takes the images of its chunk in order, storing each gpre
+// (if gpre) and summing them into partial[chunk][q] (if partial). Threads
+// take consecutive columns, so a warp reads (and writes) 32 consecutive
+// elements for any OH*OW (LeNet's C5 has P = 1).
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-    grad_bias_columns_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ y,
-                             at::opmath_type<scalar_t>* __restrict__ partial, int64_t n_img,
-                             int64_t cols, int64_t rows_per_chunk, Activation act) {
+    pre_activation_columns_kernel(const scalar_t* __restrict__ gy,
+                                  const scalar_t* __restrict__ y, scalar_t* __restrict__ gpre,
+                                  at::opmath_type<scalar_t>* __restrict__ partial,
+                                  int64_t n_img, int64_t cols, int64_t rows_per_chunk,
+                                  Activation act) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t q = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (q >= cols) return;
   const int64_t n0 = int64_t(blockIdx.y) * rows_per_chunk;
   const int64_t n1 = n0 + rows_per_chunk < n_img ? n0 + rows_per_chunk : n_img;
   acc_t acc = 0;
-  for (int64_t n = n0; n < n1; ++n) acc += pre_activation_grad<acc_t>(gy, y, n * cols + q, act);
-  partial[int64_t(blockIdx.y) * cols + q] = acc;
+  for (int64_t n = n0; n < n1; ++n) {
+    const acc_t v = pre_activation_grad<acc_t>(gy, y, n * cols + q, act);
+    if (gpre != nullptr) gpre[n * cols + q] = static_cast<scalar_t>(v);
+    acc += v;
+  }
+  if (partial != nullptr) partial[int64_t(blockIdx.y) * cols + q] = acc;
 }
 
 // grad_bias, pass 2: gb[oc] = sum of partial[chunk][oc * P + p] over (chunk,
@@ -145,6 +161,38 @@ void sum_splits(const acc_t* ws, at::Tensor& out, int64_t splits, cudaStream_t s
          out.mutable_data_ptr<scalar_t>(), numel, splits);
 }
 
+// The columns pass (pre_activation_columns_kernel) over gy and y, then, if
+// gb is given, grad_bias's pass 2 into it; gpre, if given, receives gy *
+// act'(y). Chunks of images: about kBiasThreads threads, at most one chunk per
+// image; a function of the shape only (determinism). Needs s.n >= 1.
+template <typename scalar_t>
+void pre_activation_columns(const at::Tensor& gy, const at::Tensor& y, at::Tensor* gpre,
+                            at::Tensor* gb, const Conv2dShape& s, Activation act,
+                            cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  TORCH_CHECK_VALUE(s.oc <= kInt32Max, kOp, ": too many output channels for the CUDA grid");
+  const int64_t P = s.oh * s.ow, cols = s.oc * P;
+  int64_t chunks = ceil_div(kBiasThreads, cols);
+  chunks = std::clamp<int64_t>(chunks, 1, std::min(s.n, kGridYZMax));
+  const int64_t rows_per_chunk = ceil_div(s.n, chunks);
+  chunks = ceil_div(s.n, rows_per_chunk);
+  const int64_t col_blocks = ceil_div(cols, kThreads);
+  TORCH_CHECK_VALUE(col_blocks <= kInt32Max, kOp, ": output too large for the CUDA grid");
+  at::Tensor partial;
+  if (gb != nullptr)
+    partial = at::empty({chunks, cols}, gy.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  launch_bounded<kThreads>(pre_activation_columns_kernel<scalar_t>,
+      dim3(unsigned(col_blocks), unsigned(chunks)), kThreads, 0, stream,
+      gy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+      gpre != nullptr ? gpre->mutable_data_ptr<scalar_t>() : nullptr,
+      gb != nullptr ? partial.mutable_data_ptr<acc_t>() : nullptr, s.n, cols, rows_per_chunk,
+      act);
+  if (gb != nullptr)
+    launch_bounded<kThreads>(grad_bias_finish_kernel<scalar_t>, unsigned(s.oc), kThreads, 0,
+        stream, partial.const_data_ptr<acc_t>(), gb->mutable_data_ptr<scalar_t>(), chunks, cols,
+        P);
+}
+
 // The kernels divide indices within one filter or one image plane in int;
 // everything spanning the batch is int64.
 void check_cuda_limits(const Conv2dShape& s) {
@@ -174,25 +222,46 @@ int pick_bn(int64_t M, int64_t N) {
   return best;
 }
 
-template <typename Problem, int BN>
-void launch_igemm_tile(const Problem& p, int64_t M, int64_t N, int64_t K, int64_t groups,
-                       int64_t splits, int64_t k_chunk, cudaStream_t stream) {
-  const int64_t m_tiles = ceil_div(M, Tile<BN>::kM), n_tiles = ceil_div(N, BN);
+// The implicit GEMM's kernel and tile for a path: on tensor cores (igemm_mma)
+// 64 x BN with the narrowest BN of 16, 32, 64 that covers N (else 64); SIMT
+// (igemm) pick_bn's. A function of the path and shape only.
+struct GemmTile {
+  bool mma;
+  int bm, bn;
+};
+GemmTile pick_tile(Path path, int64_t M, int64_t N) {
+  if (path == Path::IgemmMma) return {true, kMmaBM, N <= 16 ? 16 : N <= 32 ? 32 : 64};
+  const int bn = pick_bn(M, N);
+  return {false, kTileArea / bn, bn};
+}
+
+template <typename scalar_t, typename Problem, int BN>
+void launch_gemm_tile(const Problem& p, const GemmTile& t, int64_t M, int64_t N, int64_t K,
+                      int64_t groups, int64_t splits, int64_t k_chunk, cudaStream_t stream) {
+  const int64_t m_tiles = ceil_div(M, t.bm), n_tiles = ceil_div(N, BN);
   TORCH_CHECK(m_tiles >= 1 && n_tiles >= 1 && splits >= 1, kOp, ": empty GEMM launched");
   TORCH_CHECK_VALUE(m_tiles <= kInt32Max && n_tiles * splits <= kGridYZMax, kOp,
                     ": shape too large for the CUDA grid (", m_tiles, " x ", n_tiles * splits,
                     " tiles)");
   const dim3 grid(unsigned(m_tiles), unsigned(n_tiles * splits), unsigned(groups));
+  if constexpr (kHasMma<scalar_t>) {
+    if (t.mma) {
+      launch_bounded<kMmaThreads>(igemm_mma_kernel<Problem, scalar_t, BN>, grid, kMmaThreads, 0,
+                                  stream, p, M, N, K, k_chunk, n_tiles);
+      return;
+    }
+  }
+  TORCH_CHECK(!t.mma, kOp, ": tensor-core GEMM asked for a dtype without one");
   launch_bounded<kThreads>(igemm_kernel<Problem, BN>, grid, kThreads, 0, stream, p, M, N, K,
                            k_chunk, n_tiles);
 }
 
-template <typename Problem>
-void launch_igemm(const Problem& p, int64_t M, int64_t N, int64_t K, int64_t groups, int bn,
-                  int64_t splits, int64_t k_chunk, cudaStream_t stream) {
-  if (bn == 16) launch_igemm_tile<Problem, 16>(p, M, N, K, groups, splits, k_chunk, stream);
-  else if (bn == 32) launch_igemm_tile<Problem, 32>(p, M, N, K, groups, splits, k_chunk, stream);
-  else launch_igemm_tile<Problem, 64>(p, M, N, K, groups, splits, k_chunk, stream);
+template <typename scalar_t, typename Problem>
+void launch_gemm(const Problem& p, const GemmTile& t, int64_t M, int64_t N, int64_t K,
+                 int64_t groups, int64_t splits, int64_t k_chunk, cudaStream_t stream) {
+  if (t.bn == 16) launch_gemm_tile<scalar_t, Problem, 16>(p, t, M, N, K, groups, splits, k_chunk, stream);
+  else if (t.bn == 32) launch_gemm_tile<scalar_t, Problem, 32>(p, t, M, N, K, groups, splits, k_chunk, stream);
+  else launch_gemm_tile<scalar_t, Problem, 64>(p, t, M, N, K, groups, splits, k_chunk, stream);
 }
 
 // Split-K for a backward GEMM: enough chunks of the reduction to reach about
@@ -213,6 +282,33 @@ SplitK plan_split_k(int64_t tiles, int64_t n_tiles, int64_t K) {
   return {1, 0};  // empty reduction (empty batch): one pass writes zeros
 }
 
+// The cudnn_prologue path of the backward (plan.cuh): our columns pass forms
+// gpre and, in the same pass, grad_bias (so nothing reads gpre a second time
+// for it); then ATen's convolution_backward (cuDNN on a GPU) computes
+// grad_input and grad_weight from gpre. Grads not asked for come back as the
+// entries' empty tensors. Needs s.n >= 1.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cudnn(
+    const at::Tensor& gy, const at::Tensor& y, const at::Tensor& x, const at::Tensor& w,
+    const Conv2dShape& s, Activation act, std::array<bool, 3> mask, cudaStream_t stream) {
+  const auto opts = gy.options();
+  const bool conv_grads = mask[0] || mask[1];
+  at::Tensor gpre = conv_grads ? at::empty_like(gy) : at::Tensor();
+  at::Tensor gb = grad_or_empty(mask[2], {s.oc}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(),
+                                  "conv2d_activation_cuda_prologue", [&] {
+    pre_activation_columns<scalar_t>(gy, y, conv_grads ? &gpre : nullptr, mask[2] ? &gb : nullptr,
+                                     s, act, stream);
+  });
+  if (!conv_grads) return {at::empty({0}, opts), at::empty({0}, opts), gb};
+  auto grads = at::convolution_backward(gpre, x, w, c10::nullopt, {s.sh, s.sw}, {s.ph, s.pw},
+                                        {1, 1}, false, {0, 0}, s.groups,
+                                        {mask[0], mask[1], false});
+  const auto asked = [&](bool on, const at::Tensor& g) {
+    return on ? g.contiguous() : at::empty({0}, opts);
+  };
+  return {asked(mask[0], std::get<0>(grads)), asked(mask[1], std::get<1>(grads)), gb};
+}
+
 // ---------------------------------------------------------------------------
 // The ops.
 
@@ -230,7 +326,7 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({s.n, s.oc, s.oh, s.ow}, input.options());
   DirectPlan d;
-  const Path path = choose_path(s, input.scalar_type(), ConvPart::Forward, &d);
+  const Path path = choose_path(s, input, ConvPart::Forward, &d);
   if (path == Path::None) return y;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (path == Path::CudnnEpilogue) {
@@ -272,9 +368,8 @@ at::Tensor conv2d_activation_cuda(const at::Tensor& input, const at::Tensor& wei
     p.K = s.cg * s.kh * s.kw;
     p.kk = int(s.kh * s.kw);
     p.kw = int(s.kw);
-    // The 64 x 64 tile: the forward's narrow-N layers (LeNet's) take the direct kernel.
-    launch_igemm_tile<ForwardProblem<scalar_t>, 64>(p, s.n * p.P, s.ocg, p.K, s.groups, 1, p.K,
-                                                     stream);
+    const int64_t M = s.n * p.P;
+    launch_gemm<scalar_t>(p, pick_tile(path, M, s.ocg), M, s.ocg, p.K, s.groups, 1, p.K, stream);
   });
   return y;
 }
@@ -290,6 +385,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
   check_cuda_limits(s);
   c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor gy = grad_output.contiguous(), y = output.contiguous();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (cudnn_backward(s, input.scalar_type()))  // plan.cuh: every part, or none
+    return backward_cudnn(gy, y, input, weight, s, act, output_mask, stream);
   // x feeds only grad_weight, w only grad_input: copied only when they are asked for.
   const at::Tensor x = output_mask[1] ? input.contiguous() : input;
   const at::Tensor w = output_mask[0] ? weight.contiguous() : weight;
@@ -297,18 +395,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);
   at::Tensor gw = grad_or_empty(output_mask[1], weight.sizes(), opts);
   at::Tensor gb = grad_or_empty(output_mask[2], {s.oc}, opts);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t P = s.oh * s.ow, HW = s.h * s.w, kk = s.kh * s.kw;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "conv2d_activation_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if (output_mask[0] && choose_path(s, input.scalar_type(), ConvPart::GradInput) != Path::None) {
+    const Path gx_path = choose_path(s, input, ConvPart::GradInput);
+    if (output_mask[0] && gx_path != Path::None) {
       const int64_t M = s.n * HW, K = s.ocg * kk;
-      const int bn = pick_bn(M, s.cg);
-      const int64_t n_tiles = ceil_div(s.cg, bn);
-      const SplitK sk =
-          plan_split_k(ceil_div(M, kTileArea / bn) * n_tiles * s.groups, n_tiles, K);
+      const GemmTile t = pick_tile(gx_path, M, s.cg);
+      const int64_t n_tiles = ceil_div(s.cg, t.bn);
+      const SplitK sk = plan_split_k(ceil_div(M, t.bm) * n_tiles * s.groups, n_tiles, K);
       at::Tensor ws;
       GradInputProblem<scalar_t> p;
       p.gy = gy.const_data_ptr<scalar_t>();
@@ -327,16 +424,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
       p.numel = gx.numel();
       p.kk = int(kk);
       p.kw = int(s.kw);
-      launch_igemm(p, M, s.cg, K, s.groups, bn, sk.splits, sk.k_chunk, stream);
+      launch_gemm<scalar_t>(p, t, M, s.cg, K, s.groups, sk.splits, sk.k_chunk, stream);
       if (sk.splits > 1) sum_splits<scalar_t>(p.ws, gx, sk.splits, stream);
     }
-    if (output_mask[1] && choose_path(s, input.scalar_type(), ConvPart::GradWeight) != Path::None) {
+    const Path gw_path = choose_path(s, input, ConvPart::GradWeight);
+    if (output_mask[1] && gw_path != Path::None) {
       // Reduction over R = N*OH*OW.
       const int64_t Kw = s.cg * kk, R = s.n * P;
-      const int bn = pick_bn(Kw, s.ocg);
-      const int64_t n_tiles = ceil_div(s.ocg, bn);
-      const SplitK sk =
-          plan_split_k(ceil_div(Kw, kTileArea / bn) * n_tiles * s.groups, n_tiles, R);
+      const GemmTile t = pick_tile(gw_path, Kw, s.ocg);
+      const int64_t n_tiles = ceil_div(s.ocg, t.bn);
+      const SplitK sk = plan_split_k(ceil_div(Kw, t.bm) * n_tiles * s.groups, n_tiles, R);
       at::Tensor ws;
       GradWeightProblem<scalar_t> p;
       p.gy = gy.const_data_ptr<scalar_t>();
@@ -355,32 +452,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cuda(
       p.Kw = Kw;
       p.kk = int(kk);
       p.kw = int(s.kw);
-      launch_igemm(p, Kw, s.ocg, R, s.groups, bn, sk.splits, sk.k_chunk, stream);
+      launch_gemm<scalar_t>(p, t, Kw, s.ocg, R, s.groups, sk.splits, sk.k_chunk, stream);
       if (sk.splits > 1) sum_splits<scalar_t>(p.ws, gw, sk.splits, stream);
     }
     if (output_mask[2]) {  // gb has oc >= 1 elements
-      TORCH_CHECK_VALUE(s.oc <= kInt32Max, kOp, ": too many output channels for the CUDA grid");
-      const int64_t cols = s.oc * P;
-      if (choose_path(s, input.scalar_type(), ConvPart::GradBias) == Path::None) {
+      if (choose_path(s, input, ConvPart::GradBias) == Path::None) {
         gb.zero_();  // an empty sum
       } else {
-        // Chunks of images: about kBiasThreads threads in pass 1, at most one
-        // chunk per image. A function of the shape only (determinism).
-        int64_t chunks = ceil_div(kBiasThreads, cols);
-        chunks = std::clamp<int64_t>(chunks, 1, std::min(s.n, kGridYZMax));
-        const int64_t rows_per_chunk = ceil_div(s.n, chunks);
-        chunks = ceil_div(s.n, rows_per_chunk);
-        const int64_t col_blocks = ceil_div(cols, kThreads);
-        TORCH_CHECK_VALUE(col_blocks <= kInt32Max, kOp, ": output too large for the CUDA grid");
-        at::Tensor partial =
-            at::empty({chunks, cols}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
-        launch_bounded<kThreads>(grad_bias_columns_kernel<scalar_t>,
-            dim3(unsigned(col_blocks), unsigned(chunks)), kThreads, 0, stream,
-            gy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-            partial.mutable_data_ptr<acc_t>(), s.n, cols, rows_per_chunk, act);
-        launch_bounded<kThreads>(grad_bias_finish_kernel<scalar_t>, unsigned(s.oc), kThreads, 0,
-            stream, partial.const_data_ptr<acc_t>(), gb.mutable_data_ptr<scalar_t>(), chunks,
-            cols, P);
+        pre_activation_columns<scalar_t>(gy, y, nullptr, &gb, s, act, stream);
       }
     }
   });
@@ -393,7 +472,7 @@ std::string conv2d_activation_path_cuda(const at::Tensor& input, const at::Tenso
                                         int64_t groups, c10::string_view part) {
   const Conv2dShape s =
       check_conv2d_activation(input, weight, c10::nullopt, stride, padding, groups, Backend::Cuda);
-  return path_name(choose_path(s, input.scalar_type(), parse_conv_part(part)));
+  return path_name(choose_path(s, input, parse_conv_part(part)));
 }
 
 }  // namespace

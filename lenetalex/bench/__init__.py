@@ -193,10 +193,10 @@ def run(device="all", dtype="float32", ops=tuple(GROUPS), batch=None, compile=Fa
             runnable.append(dev)
     total = sum(len(_plan(d["device"], ops, batch)) * 2 for d in runnable)
     bar = _Progress(total, progress)
-    # float32 means float32 on both sides unless asked: no TF32 in the
-    # reference's cuDNN convolutions or matmuls (the fused kernels don't use it).
-    # --tf32 measures against the faster, less exact cuDNN that PyTorch's
-    # allow_tf32 flags give.
+    # float32 means float32 on both sides unless asked: no TF32 in cuDNN's
+    # convolutions or the matmuls (the reference's, and the fused conv's cuDNN
+    # paths, which follow the same flag). --tf32 measures both with the faster,
+    # less exact cuDNN that PyTorch's allow_tf32 flags give.
     saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     saved_isa = lenetalex.build_info()["cpu_isa"]
     try:

@@ -27,7 +27,8 @@
 // tile choice never changes a result's bits; only split-K does (a function of
 // the shape alone).
 // Out-of-range m, n, k load zeros, so partial tiles need no special case;
-// stores are guarded. Tensor cores and double buffering come later.
+// stores are guarded. The tensor-core twin for half types: igemm_mma.cuh.
+// Double buffering comes later.
 #pragma once
 
 #include <cstdint>
@@ -61,8 +62,6 @@ struct Tile {
   static_assert(kAPasses * kThreads == kBK * kM && kBPasses * kThreads == kBK * BN,
                 "load passes must cover the tiles exactly");
 };
-constexpr int kBM = Tile<64>::kM;  // the forward's tile, 64 x 64
-constexpr int kBN = Tile<64>::kN;
 
 // Problem interface (all __device__, const):
 //   using acc_t;
