@@ -121,6 +121,9 @@ def _check_against_reference(x, w, b, stride, padding, groups, activation, dtype
     if y.numel():
         for name, a, e in zip(["grad_input", "grad_weight", "grad_bias"], grads, grads_ref):
             assert a is not None, name
+            # NCHW-contiguous whatever the layout in: the oneDNN path returns
+            # ATen's convolution_backward grads, which follow a channels_last x.
+            assert a.is_contiguous(), name
             assert_close(a, e, dtype, CONV_FACTOR)
 
 

@@ -149,16 +149,18 @@ def test_large_then_small_channels(device, dtype):
     # keep the big one's rounding (k small so that it would show). The sums are
     # double: exact for float32 squares; for float64 a sliding sum keeps
     # ~eps64 * (the largest square of its last <= 32 steps), here 1e6 * 1e-16.
+    # Sizes 3 and 5 sum each window directly (fixed-window code), 4 slides.
     x = torch.full((1, 70, 2, 3), 1e-2, dtype=torch.float64)
     x[:, 10] = 1e3
     x = x.to(device, dtype)
-    y = lenetalex.local_response_norm(x, 3, 3.0, 0.75, 1e-3)
-    ref = reference.local_response_norm(x.cpu().double(), 3, 3.0, 0.75, 1e-3)
-    # Relative to the output, or to the dtype's smallest normal below it: a
-    # float16 output of 3e-7 is subnormal, with an ulp of 6e-8 (20%).
-    scale = ref.abs().clamp_min(torch.finfo(dtype).tiny)
-    rel = ((y.cpu().double() - ref).abs() / scale).max().item()
-    assert rel <= {torch.float64: 1e-7, torch.float32: 1e-6}.get(dtype, 5e-2), rel
+    for size in (3, 4, 5):
+        y = lenetalex.local_response_norm(x, size, 3.0, 0.75, 1e-3)
+        ref = reference.local_response_norm(x.cpu().double(), size, 3.0, 0.75, 1e-3)
+        # Relative to the output, or to the dtype's smallest normal below it: a
+        # float16 output of 3e-7 is subnormal, with an ulp of 6e-8 (20%).
+        scale = ref.abs().clamp_min(torch.finfo(dtype).tiny)
+        rel = ((y.cpu().double() - ref).abs() / scale).max().item()
+        assert rel <= {torch.float64: 1e-7, torch.float32: 1e-6}.get(dtype, 5e-2), (size, rel)
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
@@ -166,12 +168,13 @@ def test_large_then_small_channels(device, dtype):
 def test_nonfinite_inputs(device, dtype, alpha, beta, k):
     # inf and nan spoil the windows that hold them and no others (a sliding sum
     # would carry them on: inf - inf is nan); k = 0 with an all-zero window is
-    # 0 / 0 = nan, as in the reference.
+    # 0 / 0 = nan, as in the reference. Sizes 3 and 5 take the fixed-window
+    # code (a direct sum per window), 2, 4 and 6 the sliding sums.
     inf, nan = float("inf"), float("nan")
     vals = [0.0, 1.0, -2.0, inf, 0.0, 3.0, nan, 0.0, 0.0, 0.0, 0.5, 5.0, 1.0, 2.0, -inf, 1.0, 2.0, 3.0, 4.0, 5.0]
     x = torch.tensor(vals * 2, dtype=torch.float64).view(2, 20, 1, 1).repeat(1, 1, 3, 1)
     x = x.to(device, dtype)
-    for size in (3, 4):
+    for size in (2, 3, 4, 5, 6):
         y = lenetalex.local_response_norm(x, size, alpha, beta, k).cpu().double()
         ref = reference.local_response_norm(x.cpu().double(), size, alpha, beta, k)
         assert torch.equal(y.isnan(), ref.isnan())
@@ -192,6 +195,48 @@ def test_fixed_window_paths(device, dtype, size):
     shifted = torch.empty(x.numel() + 1, device=device, dtype=dtype)[1:].view(x.shape)
     shifted.copy_(x)
     check_against_reference(shifted, size, alpha=0.5, beta=0.75, k=1.0)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("size", [2, 3, 4, 5, 6])
+def test_sizes_around_the_fixed_windows(device, dtype, size):
+    # Sizes 3 and 5 take fixed-window code (the CPU forward sums each window
+    # directly from its S rows), 2, 4 and 6 the sliding sums. Rows long enough
+    # that the CPU splits each image's positions into blocks, odd lengths (a
+    # vector loop's tail in every block: L = 2501 in 2 blocks), channels fewer
+    # than the window, windows cut at both ends.
+    for shape in [(2, 9, 61, 41), (3, 2, 3, 3), (1, 4, 1, 13), (2, 1, 2, 5)]:
+        x = _input(shape, device, dtype, seed=size)
+        check_against_reference(x, size, alpha=0.5, beta=0.75, k=1.0)
+        check_against_reference(x, size, alpha=0.5, beta=0.6, k=2.0)
+
+
+@pytest.mark.parametrize("size", [3, 4, 5])
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_float32_squares_past_the_range_cpu(size, beta):
+    # |x| > 1.8e19: x^2 overflows float32, so the CPU's float window sums of
+    # sizes 3 and 5 redo such rows in double (size 4: the sliding sums are
+    # double). With beta 0.6 a float sum's s = inf would give y = 0 where
+    # float64 gives 0.06. (s itself stays within float32 here: past that the
+    # s^-beta in float32 is the limit, on every path.)
+    x = _input((2, 12, 3, 2), "cpu", torch.float32)
+    x[0, 4, 1, 1] = 3e19
+    x[1, 7, 0, 0] = -1e21
+    check_against_reference(x, size, alpha=1e-4, beta=beta, k=2.0)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_float32_squares_below_the_range_cpu(size):
+    # x ~ 1e-22: x^2 is a float32 denormal with a few significant bits, or 0.
+    # With k = 1e-30 and alpha / size = 1e15 those squares are most of s: float
+    # window sums would put y off by 20-35%. The CPU takes its double sums
+    # where k < alpha / size * size * (the smallest normal float); forward
+    # only (the backward's float t overflows at this scale).
+    x = _input((2, 9, 3, 4), "cpu", torch.float32, scale=1e-22)
+    y = lenetalex.local_response_norm(x, size, 1e15 * size, 0.75, 1e-30)
+    ref = reference.local_response_norm(x.double(), size, 1e15 * size, 0.75, 1e-30)
+    assert ref.abs().max() > 0.1  # y of order 1: the squares matter
+    assert_close(y, ref, torch.float32)
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)

@@ -14,4 +14,12 @@ inline at::Tensor grad_or_empty(bool wanted, at::IntArrayRef sizes,
   return wanted ? at::empty(sizes, opts) : at::empty({0}, opts);
 }
 
+// A gradient some other op computed (ATen's convolution_backward, which may
+// hand back its own layout and leaves unwanted slots undefined) as the slot's
+// value: itself made contiguous if it is wanted, else the empty tensor above.
+inline at::Tensor grad_or_empty(bool wanted, const at::Tensor& computed,
+                                const at::TensorOptions& opts) {
+  return wanted ? computed.contiguous() : at::empty({0}, opts);
+}
+
 }  // namespace lenetalex

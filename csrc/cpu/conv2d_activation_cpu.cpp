@@ -1,8 +1,10 @@
 // conv2d_activation on the CPU: the op entries. They make the tensors
 // contiguous NCHW, allocate the outputs and run the path that
 // conv_cpu::choose_path picks (conv2d_activation/plan.h: which path serves
-// which shapes, and the measurements behind them). The debug op
-// _conv2d_activation_path reports the same choice.
+// which shapes, and the measurements behind them); the oneDNN path returns
+// the outputs PyTorch's convolution allocated instead (y, and the grads
+// without a copy into ours). The debug op _conv2d_activation_path reports
+// the same choice.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -80,13 +82,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
       check_conv2d_activation_backward(grad_output, output, input, weight, stride, padding, groups,
                                        Backend::Cpu);
   const Activation act = parse_activation(activation);
+  const bool any = output_mask[0] || output_mask[1] || output_mask[2];
+  const Path path = conv_cpu::choose_path(s, input.scalar_type(), ConvPart::GradInput);
+  if (any && path == Path::Onednn)  // its own grads, as its forward's y
+    return conv_cpu::backward_onednn(s, grad_output.contiguous(), output.contiguous(), input,
+                                     weight, act, output_mask);
   const auto opts = input.options();
   at::Tensor gx = grad_or_empty(output_mask[0], {s.n, s.c, s.h, s.w}, opts);
   advise_huge_pages(gx);
   at::Tensor gw = grad_or_empty(output_mask[1], weight.sizes(), opts);
   at::Tensor gb = grad_or_empty(output_mask[2], {s.oc}, opts);
-  if (!output_mask[0] && !output_mask[1] && !output_mask[2]) return {gx, gw, gb};
-  const Path path = conv_cpu::choose_path(s, input.scalar_type(), ConvPart::GradInput);
+  if (!any) return {gx, gw, gb};
   if (path == Path::None) {  // nothing flows back; reductions over an empty batch are zero
     if (output_mask[1]) gw.zero_();
     if (output_mask[2]) gb.zero_();
@@ -98,10 +104,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_activation_backward_cpu(
   const at::Tensor w = output_mask[0] ? weight.contiguous() : weight;
   if (path == Path::Polyphase) {
     conv_cpu::backward_polyphase(s, gy, y, x, w, act, output_mask, gx, gw, gb);
-    return {gx, gw, gb};
-  }
-  if (path == Path::Onednn) {
-    conv_cpu::backward_onednn(s, gy, y, input, weight, act, output_mask, gx, gw, gb);
     return {gx, gw, gb};
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_activation_backward_cpu", [&] {

@@ -9,6 +9,19 @@
 // from cache), and the sums restart from a direct sum every lrn_period()
 // channels and after an inf or nan has entered them.
 //
+// Window sizes 3 and 5 (AlexNet's is 5) take a fixed-window forward instead
+// (fixed_forward_task): S a template parameter, each window summed directly
+// from the S rows of its channels in the op's type (float for float32), as
+// the CUDA fixed-window kernels do. A direct sum of S non-negative squares
+// has no cancellation (its error is within S roundings of the sum), so it
+// needs neither restarts nor double sums, and an inf or nan spoils only the
+// windows that hold it, as in the reference. Where float's range is the
+// limit the double sums are kept: a row whose float sum overflowed (|x| past
+// ~1.8e19) is done again with double sums, and calls where the squares'
+// underflow could show in s (k small next to alpha / size, or s could
+// cancel: fixed_window_exact) take the sliding walk below, which serves
+// every other size (its cost per channel does not grow with the window).
+//
 // The backward does the same walk for s, p = s^-beta and t = dy * x * p / s,
 // keeps t and dy * p of the last size + 1 channels in a ring, and slides a
 // second window sum over t (the transposed window) to write dx a few channels
@@ -329,6 +342,75 @@ void direct_sum(double* sum, const T* x, const LrnShape& s, int64_t lo, int64_t 
     add_squares(sum, x + q * s.l, len);
 }
 
+// The fixed-window forward's row: channel c's y from w[i] = the row of channel
+// c - S / 2 + i (the zero row outside [0, C)), so w[S / 2] is x_c. The rows
+// are only read and y is a fresh tensor: ivdep spares the run-time overlap
+// checks between y and the S rows that __restrict cannot express for an array.
+// The sum's order is fixed (channel order), so every position, in the vector
+// loop or its scalar tail, in any block, rounds the same way. Nonzero when a
+// sum is inf or nan (an overflow, or an inf or nan among the inputs).
+template <int S, typename T, typename Pow>
+inline uint64_t fixed_forward_row(const T* const (&w)[S], T* __restrict yc, int64_t len,
+                                  T alpha_n, T k, Pow pw) {
+  using U = typename Bits<T>::U;
+  U bad = 0;
+#pragma GCC ivdep
+  for (int64_t i = 0; i < len; ++i) {
+    T sum = w[0][i] * w[0][i];
+    for (int j = 1; j < S; ++j) sum += w[j][i] * w[j][i];
+    yc[i] = w[S / 2][i] * pw(k + alpha_n * sum);
+    bad |= std::bit_cast<U>(sum - sum);  // +0 for every finite sum
+  }
+  return bad;
+}
+
+// The same row with double sums, s rounded to T once, as the sliding walk
+// computes it: for float32 rows where a float sum overflowed. (Rows with an
+// inf or nan input come here too, and get the same values again.)
+template <int S, typename T, typename Pow>
+void fixed_forward_row_double(const T* const (&w)[S], T* __restrict yc, int64_t len,
+                              double alpha_n, double k, Pow pw) {
+  for (int64_t i = 0; i < len; ++i) {
+    double sum = 0;
+    for (int j = 0; j < S; ++j) sum += double(w[j][i]) * double(w[j][i]);
+    yc[i] = w[S / 2][i] * pw(T(k + alpha_n * sum));
+  }
+}
+
+// x, y at (n, channel 0, first position of the block); rows s.l apart.
+template <int S, typename T, typename Pow>
+C10_NOINLINE void fixed_forward_task(const LrnShape& s, const T* x, T* y, int64_t len,
+                                     const LrnCoef<double>& cf, Pow pw, const T* zeros) {
+  constexpr int64_t before = S / 2;
+  const T alpha_n = T(cf.alpha_n), k = T(cf.k);
+  for (int64_t c = 0; c < s.c; ++c) {
+    const T* w[S];
+    for (int64_t i = 0; i < S; ++i) {
+      const int64_t q = c - before + i;
+      w[i] = q >= 0 && q < s.c ? x + q * s.l : zeros;
+    }
+    const uint64_t bad = fixed_forward_row<S>(w, y + c * s.l, len, alpha_n, k, pw);
+    if constexpr (sizeof(T) < sizeof(double))
+      if (bad) fixed_forward_row_double<S>(w, y + c * s.l, len, cf.alpha_n, cf.k, pw);
+  }
+}
+
+// Whether the fixed-window forward's arithmetic in T is as good as the
+// sliding walk's double sums for s = k + alpha_n * sum: alpha_n >= 0 and k > 0
+// (no cancellation in s), both normal numbers in T (no rounding to a
+// denormal or inf on the way in), and k large enough that the squares'
+// underflow cannot show in s: each of the S squares rounds off at most T's
+// smallest denormal, so s is off by at most alpha_n * S * denorm_min, below
+// T's epsilon relative to s >= k when k >= alpha_n * S * (the smallest normal
+// T). Other calls (k = 0, negative alpha or k, nan) take the sliding walk.
+template <typename T>
+bool fixed_window_exact(const LrnCoef<double>& cf, int64_t size) {
+  constexpr double lo = std::numeric_limits<T>::min(), hi = std::numeric_limits<T>::max();
+  auto normal = [&](double v) { return v >= lo && v <= hi; };
+  return normal(cf.k) && (cf.alpha_n == 0 || normal(cf.alpha_n)) &&
+         cf.k >= cf.alpha_n * double(size) * lo;
+}
+
 // x, y at (n, channel 0, first position of the block); rows s.l apart.
 // The tasks are not inlined into their callers, so the loops are compiled
 // (and vectorized) with this section's options.
@@ -418,10 +500,15 @@ at::Tensor local_response_norm_cpu(const at::Tensor& input, int64_t size, double
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "local_response_norm_cpu", [&] {
     const auto cf = lrn_coef<double>(size, alpha, beta, k);
+    const bool fixed = (size == 3 || size == 5) && fixed_window_exact<scalar_t>(cf, size);
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     with_pow<scalar_t>(cf, [&](auto pw) {
       for_each_block<scalar_t>(s, 0, [&](int64_t off, int64_t len, Scratch<scalar_t>& sc) {
+        if (fixed) {
+          if (size == 3) return fixed_forward_task<3>(s, xp + off, yp + off, len, cf, pw, sc.zeros);
+          return fixed_forward_task<5>(s, xp + off, yp + off, len, cf, pw, sc.zeros);
+        }
         forward_task(s, xp + off, yp + off, len, cf, pw, sc);
       });
     });

@@ -14,6 +14,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <tuple>
 
 #include <ATen/Parallel.h>
 
@@ -156,12 +157,14 @@ void backward_polyphase(const Conv2dShape& s, const at::Tensor& gy, const at::Te
                         std::array<bool, 3> mask, at::Tensor& gx, at::Tensor& gw,
                         at::Tensor& gb);
 // The oneDNN path for large GEMM-shaped layers (onednn.cpp): PyTorch's
-// convolution with our bias + activation pass; the forward returns y.
+// convolution with our bias + activation pass. Both return their own
+// outputs (y; the grads, empty where mask is off), which PyTorch's
+// convolution allocates: the entry allocates nothing for this path.
 at::Tensor forward_onednn(const Conv2dShape& s, const at::Tensor& x, const at::Tensor& w,
                           const at::Tensor& b, Activation act);
-void backward_onednn(const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo,
-                     const at::Tensor& x, const at::Tensor& w, Activation act,
-                     std::array<bool, 3> mask, at::Tensor& gx, at::Tensor& gw, at::Tensor& gb);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_onednn(
+    const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo, const at::Tensor& x,
+    const at::Tensor& w, Activation act, std::array<bool, 3> mask);
 // One image's group of the strided input o (cg x h x w at src) as the
 // zero-padded channels-last plane of its phases: hq x wq pixels of
 // cg*sh*sw channels, wp pixels to a row of xn; positions outside are left alone.

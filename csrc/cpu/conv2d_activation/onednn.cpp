@@ -11,6 +11,7 @@
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty_like.h>
 
+#include "common/grads.h"
 #include "cpu/conv2d_activation/kernels.h"
 
 namespace lenetalex {
@@ -43,9 +44,10 @@ at::Tensor forward_onednn(const Conv2dShape& s, const at::Tensor& x, const at::T
   return y;
 }
 
-void backward_onednn(const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo,
-                     const at::Tensor& x, const at::Tensor& w, Activation act,
-                     std::array<bool, 3> mask, at::Tensor& gx, at::Tensor& gw, at::Tensor& gb) {
+// gy and yo contiguous (read as rows here); x and w in any layout.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_onednn(
+    const Conv2dShape& s, const at::Tensor& gy, const at::Tensor& yo, const at::Tensor& x,
+    const at::Tensor& w, Activation act, std::array<bool, 3> mask) {
   // The gradient before the activation, gy * act'(y), in one pass.
   at::Tensor gpre = at::empty_like(gy);
   const float* g = gy.const_data_ptr<float>();
@@ -62,10 +64,11 @@ void backward_onednn(const Conv2dShape& s, const at::Tensor& gy, const at::Tenso
   auto [dx, dw, db] = at::convolution_backward(gpre, x, w, at::IntArrayRef(bias_sizes),
                                                {s.sh, s.sw}, {s.ph, s.pw}, {1, 1}, false, {0, 0},
                                                s.groups, mask);
-  // Into the entry's (contiguous) grads: oneDNN may hand back its own layout.
-  if (mask[0]) gx.copy_(dx);
-  if (mask[1]) gw.copy_(dw);
-  if (mask[2]) gb.copy_(db);
+  // Returned as they are (no copy into grads of our own), contiguous as every
+  // entry's outputs are: a copy only where oneDNN handed back another layout.
+  const auto opts = x.options();
+  return {grad_or_empty(mask[0], dx, opts), grad_or_empty(mask[1], dw, opts),
+          grad_or_empty(mask[2], db, opts)};
 }
 
 }  // namespace conv_cpu
