@@ -303,10 +303,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cudnn(
   auto grads = at::convolution_backward(gpre, x, w, c10::nullopt, {s.sh, s.sw}, {s.ph, s.pw},
                                         {1, 1}, false, {0, 0}, s.groups,
                                         {mask[0], mask[1], false});
-  const auto asked = [&](bool on, const at::Tensor& g) {
-    return on ? g.contiguous() : at::empty({0}, opts);
-  };
-  return {asked(mask[0], std::get<0>(grads)), asked(mask[1], std::get<1>(grads)), gb};
+  return {grad_or_empty(mask[0], std::get<0>(grads), opts),
+          grad_or_empty(mask[1], std::get<1>(grads), opts), gb};
 }
 
 // ---------------------------------------------------------------------------

@@ -321,8 +321,9 @@ def add_parser(subparsers):
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile of the references (compile time reported apart)")
     p.add_argument("--tf32", action="store_true",
-                   help="let the CUDA reference's cuDNN convolutions and matmuls use TF32 "
-                        "(default off: float32 on both sides)")
+                   help="let cuDNN's convolutions (the reference's and the fused conv's cuDNN "
+                        "paths) and the matmuls use TF32 on CUDA (default off: float32 on both "
+                        "sides)")
     p.add_argument("--isa", nargs="?", const="all", type=_isa_arg, metavar="VARIANTS",
                    help="run the CPU suite once per CPU kernel variant: all those this machine "
                         "runs (no value), or a comma-separated list of baseline, avx2, avx512 "

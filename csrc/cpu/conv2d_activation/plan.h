@@ -37,7 +37,8 @@
 //   onednn:    on the AVX2 EPYC (idle, bench --quick, avx2 variant) the GEMM
 //              path ran alexnet_conv1..5 at 0.55-0.73x fwd and 0.55-1.25x
 //              fwd+bwd (ATen's mm is MKL, slow on AMD); the figures with this
-//              path: bench/results/cpu-amd-epyc-avx2.md.
+//              path: bench/results/cpu-amd-epyc-avx2.md. With ReLU fused into
+//              oneDNN's convolution (onednn.cpp), 1.13-1.20x fwd (under load).
 //   gemm:      lenet_c5 3.60x fwd+bwd, 5.27x fwd (a plain GEMM); the fallback.
 // A channel-blocked direct path (AVX-512, >= 16 output channels) was removed
 // (issue 19): once polyphase took AlexNet conv1 it served no bench row, only
