@@ -36,10 +36,11 @@
 // The fixed-window kernels do per channel and position: 1 load (2 in the
 // backward), S FMAs for the sum, the power (sqrt, sqrt, div for beta 0.75),
 // 1 store, a few register moves and no integer division: ~20-30 instructions
-// per element for 8-12 bytes, under the ~37 instructions per 8 bytes an SM can
+// per element for 8-12 bytes, under the ~80 instructions per 8 bytes the GPU can
 // issue at DRAM speed (4 warp-instr/clk x 32 lanes x 1.98 GHz x 132 SMs per
-// 3.35 TB/s), so memory-bound: estimate 90-110 us forward, 140-170 us
-// backward, not measured.
+// 3.35 TB/s: ~10 per byte; bfloat16's 4 bytes per element leave ~40, closer:
+// bench/results/gpu-roofline-estimate.md), so memory-bound: estimate 90-110 us
+// forward, 140-170 us backward in float32, not measured.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
