@@ -12,8 +12,9 @@
 #   3. compute-sanitizer memcheck, racecheck and synccheck over bench/gpu_kernels.py,
 #      which calls every kernel on small shapes (probed first; skipped with a
 #      message where the sanitizer refuses the device, as on gVisor machines)
-#   4. lenetalex bench --device cuda --quick: float32 (TF32 off), bfloat16, and the
-#      convolutions against cuDNN with TF32 on
+#   4. lenetalex bench --device cuda --quick: float32 (TF32 off), bfloat16, the
+#      convolutions with TF32 on, and the bfloat16 convolutions on our kernels
+#      alone (LENETALEX_CONV_CUDA_KERNEL=gemm: tensor-core GEMM, our backward)
 #   5. LeNet-5 trained on Fashion-MNIST until 89% test accuracy, timed
 #      (bench/gpu_train_lenet5.py; its lines in bench.log, the verdict in summary.md)
 # Files written (8 at most, the device tool's limit): summary.md, build-tests.log,
@@ -119,7 +120,11 @@ step "bench float32" "$BLOG" 150 220 \
 step "bench bfloat16" "$BLOG" 110 140 \
   $B --dtype bfloat16 --json "$OUTDIR/bench-bfloat16.json" --markdown "$OUTDIR/bench-bfloat16.md"
 step "bench float32 conv, reference with TF32" "$BLOG" 60 90 $B --dtype float32 --ops conv --tf32
-{ echo; echo "## Targets (float32, bfloat16, float32 conv against TF32; tables in bench.log)"; echo
+# Our conv kernels alone, no cuDNN (the testing knob): the tensor-core GEMM and
+# our backward against cuDNN, the measurement plan.cuh's estimated rule awaits.
+step "bench bfloat16 conv, our kernels only" "$BLOG" 50 90 \
+  env LENETALEX_CONV_CUDA_KERNEL=gemm $B --dtype bfloat16 --ops conv
+{ echo; echo "## Targets (float32, bfloat16, float32 conv with TF32, bfloat16 conv on our kernels; tables in bench.log)"; echo
   grep -E '^=* ?targets|\b(pass|short)\b' "$BLOG" | sed 's/^/    /'; } >>"$SUMMARY"
 
 # 5. LeNet-5 to 89% Fashion-MNIST test accuracy: training seconds (issue 21).
