@@ -12,9 +12,9 @@
 //
 // Where the instruction does not exist (the CUDA emulator, which runs this on
 // the CPU, and GPUs before sm_80, which the dispatch never sends here) the same
-// function computes the same product from the same fragments with warp
-// shuffles: each lane fetches the A row and B columns of its four outputs from
-// the lanes that hold them. So the emulator checks everything around the
+// function computes the same product from the same fragments exchanged through
+// shared memory: each lane reads the A rows and B columns of its four outputs
+// from the slots of the lanes that hold them. So the emulator checks everything around the
 // instruction (the fragment layout, the shared-memory tiles, the loads and the
 // epilogue) and this reading of the layout; only the instruction's own
 // summation order differs (products of 16-bit values are exact in float either
@@ -50,6 +50,10 @@ __device__ __forceinline__ uint32_t load_pair(const scalar_t* p) {
 }
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 800
+// The twin's exchange slots: six registers per lane, for blocks of up to 1024
+// threads (24 KiB of shared memory, only where the twin runs).
+constexpr int kMmaTwinWarps = 32;
+
 // The value in one half of a fragment register.
 template <typename scalar_t>
 __device__ __forceinline__ float half_of(uint32_t r, int hi) {
@@ -84,24 +88,27 @@ __device__ __forceinline__ void mma_m16n8k16(float c[4], const uint32_t a[4], co
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
 #else
-  constexpr unsigned kAll = 0xffffffffu;
-  const int lane = int(threadIdx.x) & 31, gid = lane >> 2, tig = lane & 3;  // 1-D blocks
-  // Lane 4 gid + src holds A rows gid, gid + 8 at k = 2 src, +1, +8, +9;
-  // lane 4 n + src holds B column n at the same k. Registers travel in
-  // pairs (64-bit shuffles): 16 shuffles per step instead of 32.
-  const unsigned long long a01 = (unsigned long long)a[1] << 32 | a[0];
-  const unsigned long long a23 = (unsigned long long)a[3] << 32 | a[2];
-  const unsigned long long b01 = (unsigned long long)b[1] << 32 | b[0];
+  // Every lane puts its six registers in its warp's slots, the warp syncs,
+  // each lane reads the A rows and B columns of its four outputs (lane 4 gid +
+  // src holds A rows gid, gid + 8 at k = 2 src, +1, +8, +9; lane 4 n + src
+  // holds B column n at the same k), and the warp syncs again before the next
+  // step overwrites the slots. Two warp operations per step: the emulator
+  // switches fibers at each, so this is ~8x cheaper there than 16 shuffles.
+  LENETALEX_SHARED(uint32_t, slots, [kMmaTwinWarps][32][6]);
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;  // 1-D blocks
+  const int gid = lane >> 2, tig = lane & 3;
+  uint32_t(&mine)[6] = slots[warp][lane];
+  mine[0] = a[0], mine[1] = a[1], mine[2] = a[2], mine[3] = a[3], mine[4] = b[0], mine[5] = b[1];
+  __syncwarp();
   for (int src = 0; src < 4; ++src) {
-    const unsigned long long ra01 = __shfl_sync(kAll, a01, 4 * gid + src);
-    const unsigned long long ra23 = __shfl_sync(kAll, a23, 4 * gid + src);
+    const uint32_t(&ra)[6] = slots[warp][4 * gid + src];
     for (int j = 0; j < 2; ++j) {
-      const unsigned long long rb = __shfl_sync(kAll, b01, 4 * (2 * tig + j) + src);
-      const uint32_t b0 = uint32_t(rb), b1 = uint32_t(rb >> 32);
-      c[j] += dot4<scalar_t>(uint32_t(ra01), uint32_t(ra23), b0, b1);
-      c[2 + j] += dot4<scalar_t>(uint32_t(ra01 >> 32), uint32_t(ra23 >> 32), b0, b1);
+      const uint32_t(&rb)[6] = slots[warp][4 * (2 * tig + j) + src];
+      c[j] += dot4<scalar_t>(ra[0], ra[2], rb[4], rb[5]);
+      c[2 + j] += dot4<scalar_t>(ra[1], ra[3], rb[4], rb[5]);
     }
   }
+  __syncwarp();
 #endif
 }
 

@@ -121,7 +121,7 @@ inline bool large_layer(const Conv2dShape& s) {
 }
 
 // The implicit GEMM for this dtype and device: on tensor cores in half types
-// where the GPU has mma.sync (the emulator runs mma.cuh's shuffle twin).
+// where the GPU has mma.sync (the emulator runs mma.cuh's SIMT twin).
 inline Path gemm_path(const at::Tensor& input) {
   const c10::ScalarType dtype = input.scalar_type();
   if (dtype != c10::kHalf && dtype != c10::kBFloat16) return Path::Igemm;
