@@ -200,11 +200,12 @@ def test_fixed_window_paths(device, dtype, size):
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 @pytest.mark.parametrize("size", [2, 3, 4, 5, 6])
 def test_sizes_around_the_fixed_windows(device, dtype, size):
-    # Sizes 3 and 5 take fixed-window code (the CPU forward sums each window
-    # directly from its S rows), 2, 4 and 6 the sliding sums. Rows long enough
-    # that the CPU splits each image's positions into blocks, odd lengths (a
-    # vector loop's tail in every block: L = 2501 in 2 blocks), channels fewer
-    # than the window, windows cut at both ends.
+    # Sizes 3 and 5 take fixed-window code (on the CPU each window summed
+    # directly from its S rows, and the backward's ring of S channels), 2, 4
+    # and 6 the sliding sums. Rows long enough that the CPU splits each image's
+    # positions into blocks, odd lengths (a vector loop's tail in every block:
+    # L = 2501 in 2 blocks), channels fewer than the window (fewer than the
+    # ring's slots), windows cut at both ends.
     for shape in [(2, 9, 61, 41), (3, 2, 3, 3), (1, 4, 1, 13), (2, 1, 2, 5)]:
         x = _input(shape, device, dtype, seed=size)
         check_against_reference(x, size, alpha=0.5, beta=0.75, k=1.0)

@@ -9,23 +9,28 @@
 // from cache), and the sums restart from a direct sum every lrn_period()
 // channels and after an inf or nan has entered them.
 //
-// Window sizes 3 and 5 (AlexNet's is 5) take a fixed-window forward instead
-// (fixed_forward_task): S a template parameter, each window summed directly
-// from the S rows of its channels in the op's type (float for float32), as
-// the CUDA fixed-window kernels do. A direct sum of S non-negative squares
-// has no cancellation (its error is within S roundings of the sum), so it
-// needs neither restarts nor double sums, and an inf or nan spoils only the
-// windows that hold it, as in the reference. Where float's range is the
-// limit the double sums are kept: a row whose float sum overflowed (|x| past
-// ~1.8e19) is done again with double sums, and calls where the squares'
-// underflow could show in s (k small next to alpha / size, or s could
-// cancel: fixed_window_exact) take the sliding walk below, which serves
-// every other size (its cost per channel does not grow with the window).
-//
 // The backward does the same walk for s, p = s^-beta and t = dy * x * p / s,
 // keeps t and dy * p of the last size + 1 channels in a ring, and slides a
 // second window sum over t (the transposed window) to write dx a few channels
 // behind. It needs only input and grad_output: nothing else is saved.
+//
+// Window sizes 3 and 5 (AlexNet's is 5) take fixed-window code instead
+// (fixed_forward_task, fixed_backward_task): S a template parameter, each
+// window summed directly from its S rows in the op's type (float for
+// float32), as the CUDA fixed-window kernels do; the backward keeps t and
+// dy * p of the last S channels in its ring and sums the S t's of dx's window
+// directly too. A direct sum of S terms has no drift (its error is within S
+// roundings of the sum of their magnitudes; for the squares, of the sum), so
+// it needs neither restarts nor double sums nor cancellation checks, and an
+// inf or nan spoils only the windows that hold it, as in the reference. Where
+// float's range is the limit the double sums are kept: a row whose float sum
+// of squares overflowed (|x| past ~1.8e19) is done again with double sums,
+// and calls where the squares' underflow could show in s (k small next to
+// alpha / size, or s could cancel: fixed_window_exact) take the sliding walk,
+// which serves every other size (its cost per channel does not grow with the
+// window). On the AVX2 EPYC (callgrind, bench/callgrind_ops.py's method,
+// avx2 variant, one thread) AlexNet's lrn1 forward at batch 32 went from
+// 85.1M instructions to 46.2M.
 //
 // s^-beta: gcc vectorizes neither std::pow nor (without -fno-math-errno)
 // std::sqrt, so it is written here in plain arithmetic the compiler vectorizes:
@@ -342,60 +347,160 @@ void direct_sum(double* sum, const T* x, const LrnShape& s, int64_t lo, int64_t 
     add_squares(sum, x + q * s.l, len);
 }
 
-// The fixed-window forward's row: channel c's y from w[i] = the row of channel
-// c - S / 2 + i (the zero row outside [0, C)), so w[S / 2] is x_c. The rows
-// are only read and y is a fresh tensor: ivdep spares the run-time overlap
-// checks between y and the S rows that __restrict cannot express for an array.
-// The sum's order is fixed (channel order), so every position, in the vector
-// loop or its scalar tail, in any block, rounds the same way. Nonzero when a
-// sum is inf or nan (an overflow, or an inf or nan among the inputs).
+// The fixed-window code (odd S: channel c's window and its transpose are
+// both [c - S / 2, c + S / 2]). w[i] is the row of channel c - S / 2 + i, or
+// the zero row outside [0, C); rows s.l apart from base.
+template <int S, typename T>
+inline void window_rows(const T* base, const LrnShape& s, int64_t c, const T* zeros,
+                        const T* (&w)[S]) {
+  for (int64_t i = 0; i < S; ++i) {
+    const int64_t q = c - S / 2 + i;
+    w[i] = q >= 0 && q < s.c ? base + q * s.l : zeros;
+  }
+}
+
+// The window sum of squares at position i, in a fixed order (channel order),
+// so every position, in a vector loop or its scalar tail, in any block,
+// rounds the same way; and the same in double, for float32 rows whose float
+// sum overflowed (|x| past ~1.8e19), with s rounded to T once as the sliding
+// walk computes it. (Rows with an inf or nan input take it too, and get the
+// same values again.)
+template <int S, typename T>
+inline T window_squares(const T* const (&w)[S], int64_t i) {
+  T sum = w[0][i] * w[0][i];
+  for (int j = 1; j < S; ++j) sum += w[j][i] * w[j][i];
+  return sum;
+}
+template <int S, typename T>
+inline double window_squares_double(const T* const (&w)[S], int64_t i) {
+  double sum = 0;
+  for (int j = 0; j < S; ++j) sum += double(w[j][i]) * double(w[j][i]);
+  return sum;
+}
+
+// +0 for every finite v: the rows below OR it over a row to learn whether a
+// float sum was inf or nan (an overflow, or an inf or nan among the inputs).
+template <typename T>
+inline typename Bits<T>::U nonfinite_bits_of(T v) {
+  return std::bit_cast<typename Bits<T>::U>(v - v);
+}
+
+// The rows are only read and the outputs are fresh tensors or scratch rows
+// no input row overlaps: ivdep spares the run-time overlap checks between
+// them and the S rows that __restrict cannot express for an array.
+
+// Channel c's y, w its window's rows (w[S / 2] is x_c). Nonzero when a sum
+// was not finite.
 template <int S, typename T, typename Pow>
 inline uint64_t fixed_forward_row(const T* const (&w)[S], T* __restrict yc, int64_t len,
                                   T alpha_n, T k, Pow pw) {
-  using U = typename Bits<T>::U;
-  U bad = 0;
+  typename Bits<T>::U bad = 0;
 #pragma GCC ivdep
   for (int64_t i = 0; i < len; ++i) {
-    T sum = w[0][i] * w[0][i];
-    for (int j = 1; j < S; ++j) sum += w[j][i] * w[j][i];
+    const T sum = window_squares<S>(w, i);
     yc[i] = w[S / 2][i] * pw(k + alpha_n * sum);
-    bad |= std::bit_cast<U>(sum - sum);  // +0 for every finite sum
+    bad |= nonfinite_bits_of(sum);
   }
   return bad;
 }
-
-// The same row with double sums, s rounded to T once, as the sliding walk
-// computes it: for float32 rows where a float sum overflowed. (Rows with an
-// inf or nan input come here too, and get the same values again.)
 template <int S, typename T, typename Pow>
 void fixed_forward_row_double(const T* const (&w)[S], T* __restrict yc, int64_t len,
                               double alpha_n, double k, Pow pw) {
-  for (int64_t i = 0; i < len; ++i) {
-    double sum = 0;
-    for (int j = 0; j < S; ++j) sum += double(w[j][i]) * double(w[j][i]);
-    yc[i] = w[S / 2][i] * pw(T(k + alpha_n * sum));
-  }
+  for (int64_t i = 0; i < len; ++i)
+    yc[i] = w[S / 2][i] * pw(T(k + alpha_n * window_squares_double<S>(w, i)));
 }
 
 // x, y at (n, channel 0, first position of the block); rows s.l apart.
 template <int S, typename T, typename Pow>
 C10_NOINLINE void fixed_forward_task(const LrnShape& s, const T* x, T* y, int64_t len,
                                      const LrnCoef<double>& cf, Pow pw, const T* zeros) {
-  constexpr int64_t before = S / 2;
   const T alpha_n = T(cf.alpha_n), k = T(cf.k);
   for (int64_t c = 0; c < s.c; ++c) {
     const T* w[S];
-    for (int64_t i = 0; i < S; ++i) {
-      const int64_t q = c - before + i;
-      w[i] = q >= 0 && q < s.c ? x + q * s.l : zeros;
-    }
+    window_rows<S>(x, s, c, zeros, w);
     const uint64_t bad = fixed_forward_row<S>(w, y + c * s.l, len, alpha_n, k, pw);
     if constexpr (sizeof(T) < sizeof(double))
       if (bad) fixed_forward_row_double<S>(w, y + c * s.l, len, cf.alpha_n, cf.k, pw);
   }
 }
 
-// Whether the fixed-window forward's arithmetic in T is as good as the
+// The backward's first half for channel e: t = dy x p / s and dy p, as
+// backward_row computes them, from e's window rows w. Nonzero when a sum was
+// not finite.
+template <int S, typename T, typename Pow>
+inline uint64_t fixed_backward_row(const T* const (&w)[S], const T* __restrict gyc,
+                                   T* __restrict tc, T* __restrict pc, int64_t len, T alpha_n,
+                                   T k, Pow pw) {
+  typename Bits<T>::U bad = 0;
+#pragma GCC ivdep
+  for (int64_t i = 0; i < len; ++i) {
+    const T sum = window_squares<S>(w, i);
+    T p, p_over_s;
+    pw.pow_ratio(k + alpha_n * sum, p, p_over_s);
+    tc[i] = gyc[i] * w[S / 2][i] * p_over_s;
+    pc[i] = gyc[i] * p;
+    bad |= nonfinite_bits_of(sum);
+  }
+  return bad;
+}
+template <int S, typename T, typename Pow>
+void fixed_backward_row_double(const T* const (&w)[S], const T* __restrict gyc, T* __restrict tc,
+                               T* __restrict pc, int64_t len, double alpha_n, double k, Pow pw) {
+  for (int64_t i = 0; i < len; ++i) {
+    T p, p_over_s;
+    pw.pow_ratio(T(k + alpha_n * window_squares_double<S>(w, i)), p, p_over_s);
+    tc[i] = gyc[i] * w[S / 2][i] * p_over_s;
+    pc[i] = gyc[i] * p;
+  }
+}
+
+// dx_j = dy_j p_j - grad * x_j * (the sum of t over j's window, rows tw),
+// summed directly in T as the CUDA fixed-window kernels do: S terms, no
+// sliding, so no drift and no restarts.
+template <int S, typename T>
+inline void fixed_dx_row(const T* const (&tw)[S], const T* __restrict pj, const T* __restrict xj,
+                         T* __restrict gxj, int64_t len, T grad) {
+#pragma GCC ivdep
+  for (int64_t i = 0; i < len; ++i) {
+    T ts = tw[0][i];
+    for (int j = 1; j < S; ++j) ts += tw[j][i];
+    gxj[i] = pj[i] - grad * xj[i] * ts;
+  }
+}
+
+// Walks e over the channels: t and dy p of e into the ring (S slots: the t
+// of [e - S + 1, e] are live), then dx of j = e - S / 2, whose window ends at e.
+template <int S, typename T, typename Pow>
+C10_NOINLINE void fixed_backward_task(const LrnShape& s, const T* gy, const T* x, T* gx,
+                                      int64_t len, const LrnCoef<double>& cf, Pow pw,
+                                      Scratch<T>& sc) {
+  constexpr int64_t h = S / 2;
+  const T alpha_n = T(cf.alpha_n), k = T(cf.k), grad = T(cf.grad);
+  auto ring_t = [&](int64_t c) { return sc.ring_t + (c % S) * sc.block; };
+  auto ring_p = [&](int64_t c) { return sc.ring_p + (c % S) * sc.block; };
+  for (int64_t e = 0; e < s.c + h; ++e) {
+    if (e < s.c) {
+      const T* w[S];
+      window_rows<S>(x, s, e, sc.zeros, w);
+      const uint64_t bad =
+          fixed_backward_row<S>(w, gy + e * s.l, ring_t(e), ring_p(e), len, alpha_n, k, pw);
+      if constexpr (sizeof(T) < sizeof(double))
+        if (bad)
+          fixed_backward_row_double<S>(w, gy + e * s.l, ring_t(e), ring_p(e), len, cf.alpha_n,
+                                       cf.k, pw);
+    }
+    const int64_t j = e - h;
+    if (j < 0) continue;
+    const T* tw[S];
+    for (int64_t i = 0; i < S; ++i) {
+      const int64_t q = j - h + i;
+      tw[i] = q >= 0 && q < s.c ? ring_t(q) : sc.zeros;
+    }
+    fixed_dx_row<S>(tw, ring_p(j), x + j * s.l, gx + j * s.l, len, grad);
+  }
+}
+
+// Whether the fixed-window code's arithmetic in T is as good as the
 // sliding walk's double sums for s = k + alpha_n * sum: alpha_n >= 0 and k > 0
 // (no cancellation in s), both normal numbers in T (no rounding to a
 // denormal or inf on the way in), and k large enough that the squares'
@@ -523,14 +628,20 @@ at::Tensor local_response_norm_backward_cpu(const at::Tensor& grad_output, const
   at::Tensor gx = at::empty(input.sizes(), input.options());
   advise_huge_pages(gx);
   if (gx.numel() == 0) return gx;
-  const int64_t R = lrn_ring_slots(s);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "local_response_norm_backward_cpu", [&] {
     const auto cf = lrn_coef<double>(size, alpha, beta, k);
+    const bool fixed = (size == 3 || size == 5) && fixed_window_exact<scalar_t>(cf, size);
+    // The fixed-window ring has S slots (indexed c % S) even where C < S.
+    const int64_t R = fixed ? size : lrn_ring_slots(s);
     const scalar_t* gyp = gy.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
     with_pow<scalar_t>(cf, [&](auto pw) {
       for_each_block<scalar_t>(s, R, [&](int64_t off, int64_t len, Scratch<scalar_t>& sc) {
+        if (fixed) {
+          if (size == 3) return fixed_backward_task<3>(s, gyp + off, xp + off, gxp + off, len, cf, pw, sc);
+          return fixed_backward_task<5>(s, gyp + off, xp + off, gxp + off, len, cf, pw, sc);
+        }
         backward_task(s, gyp + off, xp + off, gxp + off, len, cf, pw, sc, R);
       });
     });

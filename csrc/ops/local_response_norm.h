@@ -17,7 +17,7 @@
 // so dropping a large square leaves no rounding of it behind, which a float
 // sum would (visible when the squares that stay are much smaller). Everything
 // else is computed in the op's accumulation type (float; double for float64).
-// The fixed-window code for sizes 3 and 5 (the CUDA kernels; the CPU forward)
+// The fixed-window code for sizes 3 and 5 (the CUDA kernels and the CPU's)
 // sums each window directly instead, in the accumulation type: no sliding,
 // so no restarts and no double sums.
 #pragma once
